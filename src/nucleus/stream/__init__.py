@@ -1,0 +1,62 @@
+"""
+Nucleus Stream: real-time WebSockets for Python web apps.
+
+Handlers (:class:`StreamHandler`) react to sockets (:class:`WebSocket`)
+connecting, sending :class:`SocketMessage` s and leaving; the
+:class:`StreamHub` puts sockets in rooms and sends to rooms, sockets and
+users; :class:`StreamServer` serves routes natively or as an ASGI app.
+"""
+
+from ._backend import Backend, MemoryBackend
+from ._errors import (
+    BackendError,
+    ChannelError,
+    ConfigError,
+    EncodeError,
+    InvalidMessage,
+    MessageError,
+    RouteError,
+    SocketClosed,
+    SocketNotFound,
+    StreamError,
+)
+from ._handler import StreamHandler
+from ._history import HistoryPolicy, Publication, Recovery
+from ._hub import Channel, StreamHub
+from ._message import SocketMessage, decode_as
+from ._request import HandshakeRequest, Headers
+from ._routing import Limits
+from ._server import CLIENT_JS_ROUTE, StreamServer, client_js_path
+from ._socket import WebSocket
+from ._wire import SUBPROTOCOL
+
+__all__ = [
+    "CLIENT_JS_ROUTE",
+    "SUBPROTOCOL",
+    "Backend",
+    "BackendError",
+    "Channel",
+    "ChannelError",
+    "ConfigError",
+    "EncodeError",
+    "HandshakeRequest",
+    "Headers",
+    "HistoryPolicy",
+    "InvalidMessage",
+    "Limits",
+    "MemoryBackend",
+    "MessageError",
+    "Publication",
+    "Recovery",
+    "RouteError",
+    "SocketClosed",
+    "SocketMessage",
+    "SocketNotFound",
+    "StreamError",
+    "StreamHandler",
+    "StreamHub",
+    "StreamServer",
+    "WebSocket",
+    "client_js_path",
+    "decode_as",
+]

@@ -1,0 +1,224 @@
+"""
+The ASGI front door: the same routes and hub behind any ASGI server.
+
+``StreamServer`` is an ASGI application (``uvicorn app:server``, or mounted
+inside FastAPI/Starlette); this module adapts ASGI's event dictionaries to a
+:class:`Connection` and a :class:`Session`. ASGI hides the transport, so each
+socket gets a writer task that drains its bounded queue through ``send``;
+fan-out still never awaits a recipient. Keepalive pings are the ASGI server's
+job here (uvicorn: ``--ws-ping-interval`` / ``--ws-ping-timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from ._message import Binary, Text
+from ._request import HandshakeRequest, Headers
+from ._session import Session
+from ._socket import Connection, WebSocket
+from ._wire import SUBPROTOCOL, Outgoing
+
+if TYPE_CHECKING:
+    from ._server import StreamServer
+
+__all__ = ["AsgiConnection", "handle_asgi"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class AsgiConnection(Connection):
+    """A socket behind an ASGI server: a bounded queue drained by one writer task."""
+
+    __slots__ = ("_close", "_max_send_queue", "_open", "_queue", "_queued", "_wakeup", "tagged")
+
+    def __init__(self, tagged: bool, max_send_queue: int) -> None:
+        self.tagged = tagged
+        self._max_send_queue = max_send_queue
+        self._queue: deque[str | bytes] = deque()
+        self._queued = 0
+        self._wakeup = asyncio.Event()
+        self._open = True
+        self._close: tuple[int, str] | None = None
+
+    def deliver(self, out: Outgoing) -> None:
+        if self._open:
+            payload = (out.tagged_text if out.is_text else out.tagged_payload) \
+                if self.tagged else out.raw_payload
+            self._enqueue(payload)
+
+    def deliver_frame(self, frame: bytes, payload: str | bytes) -> None:
+        if self._open:
+            self._enqueue(payload)
+
+    def _enqueue(self, payload: str | bytes) -> None:
+        self._queue.append(payload)
+        self._queued += len(payload)
+        self._wakeup.set()
+        if self._queued > self._max_send_queue:
+            self._queue.clear()
+            self._queued = 0
+            self.close(1013, "slow consumer: send queue full")
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._open:
+            self._open = False
+            self._close = (code, reason)
+            self._wakeup.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def gone(self) -> None:
+        """The peer disconnected: stop sending."""
+        self._open = False
+        self._queue.clear()
+        self._wakeup.set()
+
+    async def run_writer(self, send: Send) -> None:
+        queue = self._queue
+        while True:
+            while queue:
+                payload = queue.popleft()
+                self._queued -= len(payload)
+                if isinstance(payload, str):
+                    await send({"type": "websocket.send", "text": payload})
+                else:
+                    await send({"type": "websocket.send", "bytes": payload})
+            if self._close is not None:
+                code, reason = self._close
+                await send({"type": "websocket.close", "code": code, "reason": reason})
+                return
+            if not self._open:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+
+def _request(scope: Scope) -> HandshakeRequest:
+    path = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):] or "/"
+    client = scope.get("client")
+    return HandshakeRequest(
+        path,
+        scope.get("query_string", b"").decode("latin-1"),
+        Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
+        (client[0], client[1]) if client else None,
+    )
+
+
+async def _http_response(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str,
+    prefix: str = "http.response",
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type.encode()),
+               (b"content-length", str(len(body)).encode()), *(extra or [])]
+    await send({"type": f"{prefix}.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}.body", "body": body})
+
+
+async def handle_asgi(app: StreamServer, scope: Scope, receive: Receive, send: Send) -> None:
+    kind = scope["type"]
+    if kind == "lifespan":
+        await _lifespan(app, receive, send)
+    elif kind == "http":
+        await _http(app, scope, send)
+    elif kind == "websocket":
+        await _websocket(app, scope, receive, send)
+
+
+async def _lifespan(app: StreamServer, receive: Receive, send: Send) -> None:
+    while True:
+        event = await receive()
+        if event["type"] == "lifespan.startup":
+            try:
+                await app._startup()
+            except Exception as exc:
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif event["type"] == "lifespan.shutdown":
+            await app._shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _http(app: StreamServer, scope: Scope, send: Send) -> None:
+    request = _request(scope)
+    static = app.statics.get(request.path)
+    if static is not None:
+        await _http_response(send, 200, static.body, static.content_type)
+    elif request.path in app.routes:
+        await _http_response(
+            send, 426, b"This is a WebSocket endpoint: connect with a WebSocket client.\n",
+            "text/plain; charset=utf-8", extra=[(b"upgrade", b"websocket")])
+    else:
+        await _http_response(send, 404, f"No route for {request.path}\n".encode(),
+                             "text/plain; charset=utf-8")
+
+
+async def _refuse(scope: Scope, send: Send, status: int, text: str) -> None:
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await _http_response(send, status, text.encode(), "text/plain; charset=utf-8",
+                             prefix="websocket.http.response")
+    else:
+        await send({"type": "websocket.close", "code": 1008})  # the server answers 403
+
+
+async def _websocket(app: StreamServer, scope: Scope, receive: Receive, send: Send) -> None:
+    request = _request(scope)
+    if (await receive())["type"] != "websocket.connect":
+        return
+    route = app.routes.get(request.path)
+    if route is None:
+        await _refuse(scope, send, 404, f"No route for {request.path}\n")
+        return
+    await app._ensure_started()
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.subprotocols else None
+    await send({"type": "websocket.accept", "subprotocol": subprotocol})
+    conn = AsgiConnection(subprotocol is not None, route.max_send_queue)
+    socket = WebSocket(request, conn, app.hub, route=route.path, subprotocol=subprotocol)
+    reading = asyncio.Event()
+    reading.set()
+    session = Session(app.hub, route.handler, socket, app._owner, reading.clear, reading.set)
+    app._asgi_connections.add(conn)
+    writer = asyncio.get_running_loop().create_task(conn.run_writer(send))
+    session.opened(app.hello_timeout)
+    try:
+        while True:
+            if not reading.is_set():
+                await reading.wait()
+            event = await receive()
+            if event["type"] != "websocket.receive":
+                break
+            text, data = event.get("text"), event.get("bytes")
+            size = len(text.encode()) if text is not None else len(data or b"")
+            if size > route.max_message_size:
+                conn.close(1009, "message too big")
+            elif not conn.is_open:
+                continue
+            elif text is not None:
+                session.received(Text(text))
+            else:
+                session.received(Binary(data or b""))
+    finally:
+        conn.gone()
+        session.closed()
+        app._asgi_connections.discard(conn)
+        with contextlib.suppress(Exception):
+            await writer
+        await session.finished()

@@ -1,0 +1,84 @@
+"""
+The one exception root of Nucleus Stream, and its tree.
+
+Every error this package raises on purpose derives from :class:`StreamError`::
+
+    StreamError
+    ├── MessageError            a message could not be encoded or decoded
+    │   ├── EncodeError         SocketMessage.json() got a value JSON can't hold
+    │   └── InvalidMessage      a payload failed validation against a model
+    ├── SocketNotFound          no open socket has that id (on this node)
+    ├── SocketClosed            the socket was closed before the call
+    ├── ChannelError            a channel name or channel operation is invalid
+    ├── RouteError              a route is declared wrongly (bad path, duplicate)
+    ├── ConfigError             a setting is missing or out of range
+    └── BackendError            the pub/sub backend failed; the message was not sent
+
+Messages say what the caller should do next. They never hold secrets, tokens
+or a peer's payload.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "ChannelError",
+    "ConfigError",
+    "EncodeError",
+    "InvalidMessage",
+    "MessageError",
+    "RouteError",
+    "SocketClosed",
+    "SocketNotFound",
+    "StreamError",
+]
+
+
+class StreamError(Exception):
+    """Root of every error raised by Nucleus Stream."""
+
+
+class MessageError(StreamError):
+    """A message could not be encoded or decoded."""
+
+
+class EncodeError(MessageError):
+    """A value could not be encoded as JSON."""
+
+
+class InvalidMessage(MessageError):
+    """
+    A payload is not valid for the model it was decoded into.
+
+    ``path`` names the offending field (``"$.user.age"``) when it is known, so
+    the error can be reported to the client without revealing anything else.
+    """
+
+    def __init__(self, reason: str, path: str | None = None) -> None:
+        super().__init__(f"{reason} at {path}" if path else reason)
+        self.reason = reason
+        self.path = path
+
+
+class SocketNotFound(StreamError):
+    """No open socket with this id is known to the hub."""
+
+
+class SocketClosed(StreamError):
+    """The socket is closed (or closing); nothing more can be sent to it."""
+
+
+class ChannelError(StreamError):
+    """A channel name or a channel operation is invalid."""
+
+
+class RouteError(StreamError):
+    """A route is declared wrongly."""
+
+
+class ConfigError(StreamError):
+    """A setting is missing, or out of its allowed range."""
+
+
+class BackendError(StreamError):
+    """The pub/sub backend failed; the message was not delivered."""

@@ -1,0 +1,50 @@
+"""
+``StreamHandler``: the application's callbacks for one route.
+
+Subclass it and override what you need; every method defaults to doing
+nothing (and :meth:`on_subscribe` to refusing). The server guarantees the
+order: ``on_connect`` finishes before any ``on_message`` of that socket,
+messages of one socket are handled one at a time in arrival order, and
+``on_disconnect`` runs exactly once, after the socket has left every room.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._hub import StreamHub
+    from ._message import SocketMessage
+    from ._request import HandshakeRequest
+    from ._socket import WebSocket
+
+__all__ = ["StreamHandler"]
+
+
+class StreamHandler:
+    """Base class for the callbacks of one WebSocket route."""
+
+    async def authenticate(self, request: HandshakeRequest) -> str | None:
+        """
+        Called before the upgrade is accepted, when the route requires auth.
+
+        Return the user id, or ``None`` to refuse with HTTP 401.
+        """
+        return None
+
+    async def on_connect(self, hub: StreamHub, socket: WebSocket) -> None:
+        """A socket opened. Join rooms or identify the user here."""
+
+    async def on_message(self, hub: StreamHub, socket: WebSocket, msg: SocketMessage) -> None:
+        """A complete message arrived from ``socket``."""
+
+    async def on_disconnect(self, hub: StreamHub, socket_id: str) -> None:
+        """The socket is gone (for whatever reason); it is already out of every room."""
+
+    async def on_subscribe(self, hub: StreamHub, socket: WebSocket, channel: str) -> bool:
+        """A library client asks to subscribe to ``channel``; return True to allow."""
+        return False
+
+    async def on_unsubscribe(self, hub: StreamHub, socket: WebSocket, channel: str) -> bool:
+        """A library client asks to leave ``channel``; return False to keep it in."""
+        return True

@@ -1,0 +1,166 @@
+"""
+``SocketMessage``: what handlers receive and send, and its JSON codec.
+
+A message is one of two immutable variants, :class:`SocketMessage.Text` and
+:class:`SocketMessage.Binary`, so handlers can ``match`` on it. JSON goes through
+msgspec: datetimes become ISO 8601, UUIDs strings, and dataclasses, msgspec
+Structs and pydantic models their fields. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar, final, overload
+
+import msgspec
+
+from ._errors import EncodeError, InvalidMessage
+
+__all__ = ["Binary", "SocketMessage", "Text", "decode_as", "encode_json"]
+
+T = TypeVar("T")
+
+
+def _encode_extra(value: Any) -> Any:
+    """Fallback for types msgspec doesn't know natively: pydantic models, sets."""
+    model_dump = getattr(value, "model_dump", None)
+    if callable(model_dump):  # pydantic v2 model
+        return model_dump(mode="json")
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise NotImplementedError(f"objects of type {type(value).__name__} are not JSON-encodable")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_encode_extra)
+_decoder = msgspec.json.Decoder()
+
+
+def encode_json(value: Any) -> bytes:
+    """Encode ``value`` as compact JSON bytes; raise :class:`EncodeError` if impossible."""
+    try:
+        return _encoder.encode(value)
+    except (TypeError, NotImplementedError, OverflowError, ValueError) as exc:
+        raise EncodeError(
+            f"cannot encode {type(value).__name__} as JSON: {exc}; "
+            "pass dicts, lists, str, numbers, datetimes, UUIDs, dataclasses, "
+            "msgspec Structs or pydantic models"
+        ) from exc
+
+
+def _is_pydantic_model(tp: Any) -> bool:
+    return isinstance(tp, type) and callable(getattr(tp, "model_validate_json", None))
+
+
+def decode_as(payload: str | bytes, tp: type[T]) -> T:
+    """
+    Decode JSON ``payload`` into ``tp`` (dataclass, msgspec Struct or pydantic model).
+
+    Raises :class:`InvalidMessage` naming the offending field, so the reason can
+    be reported to the client.
+    """
+    if _is_pydantic_model(tp):
+        from pydantic import ValidationError  # only needed when pydantic is in use
+
+        try:
+            return tp.model_validate_json(payload)  # type: ignore[attr-defined,no-any-return]
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "$" + "".join(
+                f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
+            )
+            raise InvalidMessage(first["msg"], where if first["loc"] else None) from exc
+    try:
+        return msgspec.json.decode(payload, type=tp)
+    except msgspec.ValidationError as exc:
+        reason, _, where = str(exc).partition(" - at `")
+        raise InvalidMessage(reason, where.rstrip("`") or None) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidMessage(f"malformed JSON: {exc}") from exc
+
+
+class SocketMessage:
+    """
+    A WebSocket message: ``SocketMessage.Text(text)`` or ``SocketMessage.Binary(data)``.
+
+    Build JSON messages with :meth:`SocketMessage.json`, read them with
+    :meth:`as_json`.
+    """
+
+    __slots__ = ()
+
+    Text: ClassVar[type[_Text]]
+    Binary: ClassVar[type[_Binary]]
+
+    @staticmethod
+    def json(value: Any) -> _Text:
+        """A :class:`Text` message holding ``value`` as compact JSON."""
+        return Text(encode_json(value).decode())
+
+    @property
+    def payload(self) -> str | bytes:
+        """The text (``str``) or the data (``bytes``)."""
+        raise NotImplementedError
+
+    @overload
+    def as_json(self) -> Any: ...
+
+    @overload
+    def as_json(self, tp: type[T]) -> T | None: ...
+
+    def as_json(self, tp: type[Any] | None = None) -> Any:
+        """
+        The decoded JSON value, or ``None`` if this is not text or not valid JSON.
+
+        With ``tp`` (a dataclass, msgspec Struct or pydantic model), the value is
+        validated into an instance of ``tp``; ``None`` when it does not fit. Use
+        :func:`decode_as` to learn why.
+        """
+        if not isinstance(self, Text):
+            return None
+        try:
+            if tp is None:
+                return _decoder.decode(self.text)
+            return decode_as(self.text, tp)
+        except (msgspec.DecodeError, InvalidMessage):
+            return None
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Text(SocketMessage):
+    """A text message (a WebSocket text frame)."""
+
+    text: str
+
+    @property
+    def payload(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        shown = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        return f"SocketMessage.Text({shown!r})"
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class Binary(SocketMessage):
+    """A binary message (a WebSocket binary frame)."""
+
+    data: bytes
+
+    @property
+    def payload(self) -> bytes:
+        return self.data
+
+    def __repr__(self) -> str:
+        return f"SocketMessage.Binary(<{len(self.data)} bytes>)"
+
+
+_Text = Text
+_Binary = Binary
+SocketMessage.Text = Text
+SocketMessage.Binary = Binary
+
+# Keep a reference for callers that want the decoder without importing msgspec.
+decode_json: Callable[[str | bytes], Any] = _decoder.decode

@@ -1,0 +1,401 @@
+"""
+The native front door: an asyncio server over websockets' Sans-I/O protocol.
+
+Each TCP connection is a :class:`NativeConnection` (an ``asyncio.Protocol``).
+The protocol state machine (handshake, framing, control frames, closing) is
+``websockets.server.ServerProtocol``; this module only moves bytes.
+
+Outgoing data is *corked*: :meth:`NativeConnection.deliver` appends shared
+frame bytes to the connection's buffer and marks it dirty; once per event-loop
+iteration :class:`NativeServer` writes every dirty buffer with one
+``writelines`` call. A broadcast therefore costs one list append per member
+and one system call per member per loop turn, however many messages it holds.
+No task or timer exists for an idle socket; one sweep per server does keepalive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from websockets.datastructures import Headers as WsHeaders
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
+
+from ._message import Binary, Text
+from ._request import HandshakeRequest
+from ._session import Session
+from ._socket import Connection, WebSocket
+from ._wire import SUBPROTOCOL, Outgoing
+
+if TYPE_CHECKING:
+    from ._server import StreamServer
+
+__all__ = ["NativeConnection", "NativeServer"]
+
+logger = logging.getLogger("nucleus.stream")
+_ws_logger = logging.getLogger("nucleus.stream.protocol")
+_ws_logger.setLevel(logging.WARNING)  # websockets logs every open/close at INFO
+
+_OPEN = State.OPEN
+
+
+def select_subprotocol(
+    protocol: ServerProtocol, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """Speak ``nucleus.v1`` to clients that offer it; everyone else gets raw mode."""
+    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
+
+
+def _response(status: int, reason: str, body: bytes, content_type: str) -> Response:
+    headers = WsHeaders()
+    headers["Date"] = email.utils.formatdate(usegmt=True)
+    headers["Content-Length"] = str(len(body))
+    headers["Content-Type"] = content_type
+    headers["Connection"] = "close"
+    headers["Cache-Control"] = "no-cache"
+    return Response(status, reason, headers, body)
+
+
+class NativeConnection(asyncio.Protocol, Connection):
+    """One TCP connection: handshake, then frames, then close."""
+
+    __slots__ = (
+        "_buf",
+        "_buffered",
+        "_close_timer",
+        "_eof",
+        "_frag",
+        "_frag_text",
+        "_last_seen",
+        "_max_send_queue",
+        "_open",
+        "_ping_sent",
+        "_proto",
+        "_seen",
+        "_server",
+        "_session",
+        "_timer",
+        "_transport",
+        "tagged",
+    )
+
+    def __init__(self, server: NativeServer) -> None:
+        self._server = server
+        self._proto = ServerProtocol(
+            select_subprotocol=select_subprotocol,
+            max_size=server.app.limits.max_message_size,
+            logger=_ws_logger,
+        )
+        self._transport: asyncio.Transport | None = None
+        self._session: Session | None = None
+        self._buf: list[bytes] = []
+        self._buffered = 0
+        self._max_send_queue = server.app.limits.max_send_queue
+        self._open = False
+        self._eof = False
+        self._frag: list[bytes] | None = None
+        self._frag_text = False
+        self._seen = False
+        self._last_seen = 0.0
+        self._ping_sent: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+        self.tagged = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._server.connections.add(self)
+        self._timer = self._server.loop.call_later(
+            self._server.app.limits.handshake_timeout, self._abort)
+
+    def data_received(self, data: bytes) -> None:
+        self._seen = True
+        proto = self._proto
+        proto.receive_data(data)
+        for event in proto.events_received():
+            if isinstance(event, Frame):
+                self._frame(event)
+            elif isinstance(event, Request):
+                self._handshake(event)
+        self._pump()
+
+    def eof_received(self) -> bool | None:
+        self._proto.receive_eof()
+        self._pump()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._open = False
+        for timer in (self._timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._close_timer = None
+        self._buf = []
+        self._server.forget(self)
+        if self._session is not None:
+            self._session.closed()
+
+    def pause_writing(self) -> None:
+        pass  # the send-queue limit, checked at each flush, bounds memory instead
+
+    def resume_writing(self) -> None:
+        pass
+
+    # handshake
+
+    def _handshake(self, request: Request) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        assert self._transport is not None
+        app = self._server.app
+        peer = self._transport.get_extra_info("peername")
+        hs = HandshakeRequest.from_target(
+            request.path, request.headers.raw_items(),
+            (peer[0], peer[1]) if isinstance(peer, tuple) else None,
+        )
+        route = app.routes.get(hs.path)
+        proto = self._proto
+        if route is None:
+            static = app.statics.get(hs.path)
+            if static is not None:
+                proto.send_response(_response(200, "OK", static.body, static.content_type))
+            else:
+                proto.send_response(_response(
+                    404, "Not Found", f"No route for {hs.path}\n".encode(),
+                    "text/plain; charset=utf-8"))
+            return
+        proto.max_message_size = route.max_message_size
+        self._max_send_queue = route.max_send_queue
+        response = proto.accept(request)
+        proto.send_response(response)
+        if response.status_code != 101:
+            return
+        self._open = True
+        self.tagged = proto.subprotocol == SUBPROTOCOL
+        self._last_seen = self._server.loop.time()
+        socket = WebSocket(hs, self, app.hub, route=route.path, subprotocol=proto.subprotocol)
+        self._session = Session(app.hub, route.handler, socket, app._owner,
+                                self._pause_reading, self._resume_reading)
+        self._session.opened(app.hello_timeout)
+
+    def _pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    # frames
+
+    def _frame(self, frame: Frame) -> None:
+        if not self._open:
+            return
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._message(opcode is Opcode.TEXT, bytes(frame.data))
+            else:
+                self._frag = [bytes(frame.data)]
+                self._frag_text = opcode is Opcode.TEXT
+        elif opcode is Opcode.CONT:
+            assert self._frag is not None  # the protocol checks continuation order
+            self._frag.append(bytes(frame.data))
+            if frame.fin:
+                data, self._frag = b"".join(self._frag), None
+                self._message(self._frag_text, data)
+        elif opcode is Opcode.PONG:
+            self._ping_sent = None
+        elif opcode is Opcode.CLOSE:
+            self._open = False  # the protocol answers and ends the connection
+
+    def _message(self, is_text: bool, data: bytes) -> None:
+        assert self._session is not None
+        if is_text:
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                # RFC 6455 §8.1: invalid UTF-8 in a text message fails the connection.
+                self._proto.fail(1007, "invalid UTF-8 in a text message")
+                self._open = False
+                return
+            self._session.received(Text(text))
+        else:
+            self._session.received(Binary(bytes(data)))
+
+    # sending: Connection interface
+
+    def deliver(self, out: Outgoing) -> None:
+        if not self._open:
+            return
+        frame = out.tagged_frame if self.tagged else out.raw_frame
+        buf = self._buf
+        if not buf:
+            self._server.mark_dirty(self)
+        buf.append(frame)
+        self._buffered += len(frame)
+        if self._buffered > self._max_send_queue:
+            self._slow_consumer()
+
+    def deliver_frame(self, frame: bytes, payload: str | bytes) -> None:
+        if not self._open:
+            return
+        if not self._buf:
+            self._server.mark_dirty(self)
+        self._buf.append(frame)
+        self._buffered += len(frame)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if not self._open:
+            return
+        self._open = False
+        self._proto.send_close(code, reason)
+        self._pump()
+        self._close_timer = self._server.loop.call_later(
+            self._server.app.limits.close_timeout, self._abort)
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    # internals
+
+    def _pump(self) -> None:
+        """Move what the protocol wants to send into the corked buffer."""
+        for data in self._proto.data_to_send():
+            if not data:  # SEND_EOF: close the TCP connection once flushed
+                self._eof = True
+                if not self._buf:
+                    self._server.mark_dirty(self)
+                continue
+            if not self._buf:
+                self._server.mark_dirty(self)
+            self._buf.append(data)
+
+    def flush(self) -> None:
+        buf = self._buf
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self._buf = []
+            return
+        if buf:
+            self._buf = []
+            self._buffered = 0
+            transport.writelines(buf)
+        if self._eof:
+            transport.close()
+            return
+        if self._open and transport.get_write_buffer_size() > self._max_send_queue:
+            self._slow_consumer()
+
+    def _slow_consumer(self) -> None:
+        logger.warning("closing slow consumer %s: more than %d bytes queued",
+                       self._session.socket.id if self._session else "?", self._max_send_queue)
+        self._buf = []
+        self._buffered = 0
+        self.close(1013, "slow consumer: send queue full")
+
+    def _abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def keepalive(self, now: float, interval: float, timeout: float) -> None:
+        if self._seen:
+            self._seen = False
+            self._last_seen = now
+            self._ping_sent = None
+        elif self._ping_sent is not None:
+            if now - self._ping_sent >= timeout:
+                logger.info("dropping socket %s: no answer to ping within %ss",
+                            self._session.socket.id if self._session else "?", timeout)
+                self._open = False
+                self._abort()
+        elif self._open and now - self._last_seen >= interval:
+            self._proto.send_ping(b"")
+            self._ping_sent = now
+            self._pump()
+
+
+class NativeServer:
+    """The listening socket, the connections, the corked flush and the keepalive sweep."""
+
+    def __init__(self, app: StreamServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.loop = loop
+        self.connections: set[NativeConnection] = set()
+        self._dirty: list[NativeConnection] = []
+        self._flush_scheduled = False
+        self._server: asyncio.Server | None = None
+        self._keepalive: asyncio.Task[None] | None = None
+        self._all_gone: asyncio.Event | None = None
+
+    def forget(self, conn: NativeConnection) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._all_gone is not None:
+            self._all_gone.set()
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        self._server = await self.loop.create_server(
+            lambda: NativeConnection(self), host, port, backlog=4096, reuse_address=True)
+        limits = self.app.limits
+        if limits.ping_interval is not None:
+            self._keepalive = self.loop.create_task(
+                self._sweep(limits.ping_interval, limits.ping_timeout), name="keepalive")
+        sockname = self._server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    def mark_dirty(self, conn: NativeConnection) -> None:
+        self._dirty.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+    async def _sweep(self, interval: float, patience: float) -> None:
+        tick = min(interval, patience) / 4
+        while True:
+            await asyncio.sleep(tick)
+            now = self.loop.time()
+            for conn in list(self.connections):
+                if conn._session is not None:
+                    conn.keepalive(now, interval, patience)
+
+    async def aclose(self, code: int = 1001, reason: str = "going away") -> None:
+        """Stop listening, close every socket with ``code``, wait (bounded) until all are gone."""
+        if self._server is not None:
+            self._server.close()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        for conn in list(self.connections):
+            if conn.is_open:
+                conn.close(code, reason)
+            elif conn._session is None:
+                conn._abort()  # still in the handshake
+        if self.connections:
+            self._all_gone = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._all_gone.wait(), self.app.limits.close_timeout)
+            except TimeoutError:
+                for conn in list(self.connections):
+                    conn._abort()
+        if self._keepalive is not None:
+            try:
+                await self._keepalive
+            except asyncio.CancelledError:
+                pass

@@ -1,0 +1,247 @@
+"""
+``StreamServer``: routes, lifecycle hooks, and both front doors over one hub.
+
+``await server.serve()`` / ``server.run()`` use the native front door (the
+fast one); calling the object as an ASGI application uses the ASGI one. Either
+way the same routes, handlers and hub serve every socket. The server owns
+every task it starts and closes every socket (1001) when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from importlib import resources
+from typing import Any, TypeVar
+
+from ._asgi import AsgiConnection, Receive, Scope, Send, handle_asgi
+from ._backend import Backend
+from ._errors import RouteError
+from ._handler import StreamHandler
+from ._history import HistoryPolicy
+from ._hub import StreamHub
+from ._native import NativeServer
+from ._routing import Limits, Route, StaticFile
+from ._tasks import TaskOwner
+
+__all__ = ["CLIENT_JS_ROUTE", "StreamServer", "client_js_path"]
+
+logger = logging.getLogger("nucleus.stream")
+
+Hook = Callable[[], Awaitable[None]]
+Background = Callable[[StreamHub], Coroutine[Any, Any, None]]
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+CLIENT_JS_ROUTE = "/nucleus/stream.js"
+
+
+def client_js_path() -> str:
+    """Filesystem path of the browser client, for apps that serve it themselves."""
+    return str(resources.files("nucleus.stream") / "static" / "stream.js")
+
+
+class StreamServer:
+    """
+    A WebSocket server for :class:`StreamHandler` routes, sharing one :class:`StreamHub`.
+
+    Limits (see :class:`Limits` for defaults) apply to every route unless a
+    route overrides ``max_message_size`` or ``max_send_queue``.
+    """
+
+    def __init__(
+        self,
+        *,
+        hub: StreamHub | None = None,
+        backend: Backend | None = None,
+        max_message_size: int = 2**20,
+        max_send_queue: int = 2**20,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float = 20.0,
+        close_timeout: float = 10.0,
+        handshake_timeout: float = 10.0,
+        hello_timeout: float = 10.0,
+        shutdown_timeout: float = 15.0,
+        serve_client: bool = True,
+    ) -> None:
+        if hub is not None and backend is not None:
+            raise RouteError("pass either hub= or backend=, not both")
+        self.hub = hub or StreamHub(backend)
+        self.limits = Limits(max_message_size, max_send_queue, ping_interval, ping_timeout,
+                             close_timeout, handshake_timeout)
+        self.hello_timeout = hello_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.routes: dict[str, Route] = {}
+        self.statics: dict[str, StaticFile] = {}
+        self._startup_hooks: list[Hook] = []
+        self._shutdown_hooks: list[Hook] = []
+        self._background: list[Background] = []
+        self._owner = TaskOwner()
+        self._background_tasks = TaskOwner()
+        self._native: NativeServer | None = None
+        self._asgi_connections: set[AsgiConnection] = set()
+        self._started = False
+        self._starting: asyncio.Lock | None = None
+        self._stop: asyncio.Event | None = None
+        if serve_client:
+            self._serve_client()
+
+    # configuration
+
+    def route(
+        self,
+        path: str,
+        handler: StreamHandler,
+        *,
+        max_message_size: int | None = None,
+        max_send_queue: int | None = None,
+        history: HistoryPolicy | None = None,
+    ) -> Route:
+        """Serve ``handler`` at ``path``; ``history`` overrides the rooms' history policy."""
+        if path in self.routes:
+            raise RouteError(f"route {path!r} is already declared")
+        route = Route(
+            path,
+            handler,
+            max_message_size or self.limits.max_message_size,
+            max_send_queue or self.limits.max_send_queue,
+            history,
+        )
+        self.routes[path] = route
+        if history is not None:
+            self.hub._policies[path] = history
+        return route
+
+    def static(self, path: str, body: bytes, content_type: str) -> None:
+        """Serve a small in-memory file over plain HTTP GET at ``path``."""
+        self.statics[path] = StaticFile(body, content_type)
+
+    def _serve_client(self) -> None:
+        try:
+            body = (resources.files("nucleus.stream") / "static" / "stream.js").read_bytes()
+        except FileNotFoundError:
+            return
+        self.static(CLIENT_JS_ROUTE, body, "text/javascript; charset=utf-8")
+
+    def on_startup(self, fn: F) -> F:
+        """Run ``await fn()`` when the server starts (usable as a decorator)."""
+        self._startup_hooks.append(fn)
+        return fn
+
+    def on_shutdown(self, fn: F) -> F:
+        """Run ``await fn()`` when the server stops, after every socket closed."""
+        self._shutdown_hooks.append(fn)
+        return fn
+
+    def background(self, fn: Background) -> Background:
+        """
+        Run ``await fn(hub)`` for the server's lifetime, e.g. a live-dashboard loop.
+
+        The task starts after the startup hooks and is cancelled at shutdown; if
+        it fails, the error is logged.
+        """
+        self._background.append(fn)
+        return fn
+
+    # lifecycle
+
+    async def _ensure_started(self) -> None:
+        if self._started:
+            return
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if not self._started:
+                await self._startup()
+
+    async def _startup(self) -> None:
+        if self._started:
+            return
+        await self.hub.start()
+        for hook in self._startup_hooks:
+            await hook()
+        for fn in self._background:
+            self._background_tasks.spawn(fn(self.hub), name=f"background {fn.__name__}")
+        self._started = True
+
+    async def _shutdown(self) -> None:
+        for conn in list(self._asgi_connections):
+            conn.close(1001, "going away")
+        await self._wait_sessions()
+        await self._background_tasks.cancel_all()
+        for hook in self._shutdown_hooks:
+            try:
+                await hook()
+            except Exception:
+                logger.exception("shutdown hook %s failed", getattr(hook, "__name__", hook))
+        await self.hub.aclose()
+        self._started = False
+
+    async def _wait_sessions(self) -> None:
+        try:
+            await asyncio.wait_for(self._owner.wait_idle(), self.shutdown_timeout)
+        except TimeoutError:
+            logger.warning("handlers still running after %ss; cancelling them",
+                           self.shutdown_timeout)
+            await self._owner.cancel_all()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 3000) -> tuple[str, int]:
+        """Start the native server; return the bound ``(host, port)`` (port 0 picks one)."""
+        await self._ensure_started()
+        self._native = NativeServer(self, asyncio.get_running_loop())
+        try:
+            return await self._native.start(host, port)
+        except BaseException:
+            self._native = None
+            await self._shutdown()
+            raise
+
+    async def aclose(self) -> None:
+        """Stop: refuse new connections, close every socket with 1001, run hooks. Idempotent."""
+        native, self._native = self._native, None
+        if native is not None:
+            await native.aclose(1001, "going away")
+        if self._started:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        """Ask a running :meth:`serve` to shut down gracefully."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 3000) -> None:
+        """Serve until :meth:`stop` (or SIGTERM/SIGINT under :meth:`run`), then close."""
+        self._stop = asyncio.Event()
+        bound = await self.start(host, port)
+        logger.info("Nucleus Stream listening on ws://%s:%d", *bound)
+        try:
+            await self._stop.wait()
+        finally:
+            await self.aclose()
+
+    def run(self, host: str = "127.0.0.1", port: int = 3000) -> None:
+        """Serve in the foreground; SIGTERM or SIGINT stops gracefully (exit status 0)."""
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+            await self.serve(host, port)
+
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency where it installs
+            asyncio.run(main())
+        else:
+            uvloop.run(main())
+
+    # ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await handle_asgi(self, scope, receive, send)
+
+    def __repr__(self) -> str:
+        return f"<StreamServer routes={list(self.routes)}>"
+

@@ -1,0 +1,273 @@
+"""
+The life of one socket, driven the same way by every front door.
+
+A :class:`Session` turns what a front door observes (opened, a message, closed)
+into handler calls with the guaranteed order: ``on_connect`` first, then each
+message in arrival order, one at a time, then ``on_disconnect`` exactly once,
+after the socket has left every room. No task exists while a socket is idle:
+one is started when work arrives and ends when the inbox is empty.
+
+For ``nucleus.v1`` clients it also answers the control frames (hello, sub,
+unsub) described in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from . import _tagged
+from ._errors import InvalidMessage, StreamError
+from ._message import Binary, SocketMessage, Text
+
+if TYPE_CHECKING:
+    from ._handler import StreamHandler
+    from ._hub import StreamHub
+    from ._socket import WebSocket
+    from ._tasks import TaskOwner
+
+__all__ = ["Session"]
+
+logger = logging.getLogger("nucleus.stream")
+
+_CONNECT: Final = "connect"
+_CLOSED: Final = "closed"
+
+#: How many received messages may wait for the handler before reading pauses.
+PAUSE_AT: Final = 64
+RESUME_AT: Final = 16
+
+
+class Session:
+    """Dispatches one socket's events to its handler, in order."""
+
+    __slots__ = (
+        "_closed",
+        "_connected",
+        "_hello_timer",
+        "_inbox",
+        "_owner",
+        "_pause",
+        "_paused",
+        "_resume",
+        "_task",
+        "handler",
+        "hub",
+        "socket",
+    )
+
+    def __init__(
+        self,
+        hub: StreamHub,
+        handler: StreamHandler,
+        socket: WebSocket,
+        owner: TaskOwner,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+    ) -> None:
+        self.hub = hub
+        self.handler = handler
+        self.socket = socket
+        self._owner = owner
+        self._pause = pause
+        self._resume = resume
+        self._inbox: deque[Any] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._paused = False
+        self._closed = False
+        self._connected = False
+        self._hello_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def tagged(self) -> bool:
+        return self.socket._conn.tagged
+
+    # what the front door reports
+
+    def opened(self, hello_timeout: float = 10.0) -> None:
+        """The upgrade completed. Tagged clients get ``on_connect`` after their hello."""
+        if self.tagged:
+            loop = asyncio.get_running_loop()
+            self._hello_timer = loop.call_later(hello_timeout, self._connect_now)
+        else:
+            self._connect_now()
+
+    def _connect_now(self) -> None:
+        self._hello_timer = None
+        if not self._connected:
+            self._connected = True
+            self._push(_CONNECT)
+
+    def received(self, msg: SocketMessage) -> None:
+        """A complete message arrived."""
+        if self.tagged and not self._connected:
+            self._on_first_tagged_frame(msg)
+            return
+        self._push(msg)
+        if not self._paused and len(self._inbox) >= PAUSE_AT:
+            self._paused = True
+            self._pause()
+
+    def closed(self) -> None:
+        """The connection is gone; call once, whatever ended it."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        self._connect_now()
+        self._push(_CLOSED)
+
+    async def finished(self) -> None:
+        """Wait until every queued event, ``on_disconnect`` included, has been handled."""
+        while self._task is not None:
+            await asyncio.wait({self._task})
+
+    # dispatch
+
+    def _push(self, item: Any) -> None:
+        self._inbox.append(item)
+        if self._task is None:
+            self._task = self._owner.spawn(self._drain(), name=f"socket {self.socket.id}")
+
+    async def _drain(self) -> None:
+        inbox = self._inbox
+        try:
+            while inbox:
+                item = inbox.popleft()
+                if self._paused and len(inbox) <= RESUME_AT:
+                    self._paused = False
+                    self._resume()
+                if item is _CONNECT:
+                    await self._run_connect()
+                elif item is _CLOSED:
+                    await self._run_disconnect()
+                elif self.tagged:
+                    await self._run_tagged(item)
+                else:
+                    await self._call("on_message", self.handler.on_message(
+                        self.hub, self.socket, item))
+        finally:
+            self._task = None
+
+    async def _call(self, name: str, call: Any) -> Any:
+        try:
+            return await call
+        except Exception:
+            logger.exception(
+                "%s.%s failed on socket %s (route %s)",
+                type(self.handler).__name__, name, self.socket.id, self.socket.route,
+            )
+            return None
+
+    async def _run_connect(self) -> None:
+        socket = self.socket
+        await self.hub._attach(socket)
+        try:
+            await self._call("on_connect", self.handler.on_connect(self.hub, socket))
+        finally:
+            socket._connecting = False
+        # Channels the hello asked for that on_connect did not join are
+        # subscribe requests.
+        positions = self.hub._positions.pop(socket.id, None)
+        if positions and socket._conn.is_open:
+            for channel, (epoch, offset) in positions.items():
+                await self._subscribe(_tagged.Sub(channel, None, epoch, offset))
+
+    async def _run_disconnect(self) -> None:
+        socket_id = self.socket.id
+        await self.hub._detach(socket_id)
+        await self._call("on_disconnect", self.handler.on_disconnect(self.hub, socket_id))
+
+    # nucleus.v1
+
+    def _on_first_tagged_frame(self, msg: SocketMessage) -> None:
+        """Before on_connect, a tagged client must say hello with its resume positions."""
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        if isinstance(msg, Text):
+            try:
+                frame = _tagged.parse(msg.text)
+            except InvalidMessage:
+                frame = None
+            if isinstance(frame, _tagged.Hello):
+                self.hub._positions[self.socket.id] = {
+                    name: (pos.epoch, pos.offset) for name, pos in frame.channels.items()
+                }
+                self._connect_now()
+                return
+        self._connect_now()
+        self._error("bad_request", "the first frame must be a hello (see docs/protocol.md)")
+        self._push(msg)
+
+    async def _run_tagged(self, msg: SocketMessage) -> None:
+        if isinstance(msg, Binary):
+            await self._call("on_message", self.handler.on_message(self.hub, self.socket, msg))
+            return
+        assert isinstance(msg, Text)
+        try:
+            frame = _tagged.parse(msg.text)
+        except InvalidMessage as exc:
+            self._error("bad_request", f"not a nucleus.v1 frame: {exc}")
+            return
+        if isinstance(frame, _tagged.Msg):
+            if frame.text is not None:
+                app_msg: SocketMessage = Text(frame.text)
+            elif frame.data:
+                app_msg = Text(bytes(frame.data).decode())
+            else:
+                self._error("bad_request", "a msg frame needs text or data")
+                return
+            await self._call("on_message", self.handler.on_message(self.hub, self.socket, app_msg))
+        elif isinstance(frame, _tagged.Sub):
+            await self._subscribe(frame)
+        elif isinstance(frame, _tagged.Unsub):
+            await self._unsubscribe(frame)
+        elif isinstance(frame, _tagged.Hello):
+            self._error("bad_request", "hello is only valid as the first frame")
+        else:
+            self._error("bad_request", f"{type(frame).__name__.lower()} is not supported here",
+                        getattr(frame, "id", None))
+
+    async def _subscribe(self, frame: _tagged.Sub) -> None:
+        socket, channel = self.socket, frame.channel
+        if channel not in self.hub._registry.rooms_of(socket.id):
+            allowed = await self._call(
+                "on_subscribe", self.handler.on_subscribe(self.hub, socket, channel))
+            if allowed is not True:
+                self._error("forbidden", f"subscription to {channel!r} refused",
+                            frame.id, channel)
+                return
+        resume = (frame.epoch, frame.offset) if frame.offset is not None else None
+        try:
+            await self.hub._join(socket, channel, frame.id, resume)
+        except StreamError as exc:
+            self._error("forbidden", str(exc), frame.id, channel)
+
+    async def _unsubscribe(self, frame: _tagged.Unsub) -> None:
+        socket, channel = self.socket, frame.channel
+        if channel in self.hub._registry.rooms_of(socket.id):
+            allowed = await self._call(
+                "on_unsubscribe", self.handler.on_unsubscribe(self.hub, socket, channel))
+            if allowed is False:
+                self._error("forbidden", f"leaving {channel!r} is not allowed", frame.id, channel)
+                return
+            self.hub._registry.leave(socket.id, channel)
+            if not self.hub._registry.members(channel):
+                await self.hub.backend.room_inactive(channel)
+        answer: dict[str, Any] = {"type": "left", "channel": channel}
+        if frame.id is not None:
+            answer["id"] = frame.id
+        self.hub._control(socket, answer)
+
+    def _error(self, code: str, message: str, request_id: int | None = None,
+               channel: str | None = None) -> None:
+        frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+        if request_id is not None:
+            frame["id"] = request_id
+        if channel is not None:
+            frame["channel"] = channel
+        self.hub._control(self.socket, frame)

@@ -1,0 +1,147 @@
+"""
+``WebSocket``: one open connection as handlers see it, and the I/O boundary under it.
+
+:class:`Connection` is the one small interface between the hub and a front door
+(native server, ASGI adapter, or the in-memory twin used by unit tests). It
+never blocks and never awaits: :meth:`Connection.deliver` queues shared frame
+bytes on the connection's bounded outgoing buffer and returns.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._errors import SocketClosed
+from ._message import SocketMessage
+from ._request import HandshakeRequest, Headers
+from ._wire import Outgoing
+
+if TYPE_CHECKING:
+    from ._hub import StreamHub
+
+__all__ = ["Connection", "WebSocket", "new_socket_id"]
+
+_node_prefix = os.urandom(4).hex()
+_counter = itertools.count(1)
+
+
+def new_socket_id() -> str:
+    """A socket id unique across nodes and restarts: random node prefix + counter."""
+    return f"{_node_prefix}.{next(_counter):x}"
+
+
+class Connection(abc.ABC):
+    """The I/O boundary: what the hub needs from one open WebSocket."""
+
+    __slots__ = ()
+
+    #: True when the peer speaks the ``nucleus.v1`` subprotocol.
+    tagged: bool = False
+
+    @abc.abstractmethod
+    def deliver(self, out: Outgoing) -> None:
+        """Queue ``out`` for sending; never blocks. Dropped if the socket is closing."""
+
+    @abc.abstractmethod
+    def deliver_frame(self, frame: bytes, payload: str | bytes) -> None:
+        """Queue a pre-encoded control frame (``frame`` for native, ``payload`` for ASGI)."""
+
+    @abc.abstractmethod
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; idempotent."""
+
+    @property
+    @abc.abstractmethod
+    def is_open(self) -> bool:
+        """True until the closing handshake starts."""
+
+
+class WebSocket:
+    """
+    One open WebSocket connection, as given to :class:`StreamHandler` methods.
+
+    ``query`` holds the first value of each URL query parameter; ``state`` is a
+    dict for the application's own per-connection data.
+    """
+
+    __slots__ = (
+        "_conn",
+        "_connecting",
+        "_hub",
+        "_request",
+        "_state",
+        "id",
+        "route",
+        "subprotocol",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        request: HandshakeRequest,
+        conn: Connection,
+        hub: StreamHub,
+        *,
+        route: str,
+        subprotocol: str | None = None,
+        user_id: str | None = None,
+        socket_id: str | None = None,
+    ) -> None:
+        self.id = socket_id or new_socket_id()
+        self.user_id = user_id
+        self.route = route
+        self.subprotocol = subprotocol
+        self._request = request
+        self._conn = conn
+        self._hub = hub
+        self._state: dict[str, Any] | None = None
+        self._connecting = True
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        return self._request.query
+
+    @property
+    def headers(self) -> Headers:
+        return self._request.headers
+
+    @property
+    def path(self) -> str:
+        return self._request.path
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        return self._request.remote_address
+
+    @property
+    def request(self) -> HandshakeRequest:
+        """The opening handshake, for anything the shortcuts above don't cover."""
+        return self._request
+
+    @property
+    def state(self) -> dict[str, Any]:
+        # Created on first use: most sockets never need one.
+        if self._state is None:
+            self._state = {}
+        return self._state
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn.is_open
+
+    async def send(self, msg: SocketMessage) -> None:
+        """Send ``msg`` to this socket only; :class:`SocketClosed` if it is closed."""
+        if not self._conn.is_open:
+            raise SocketClosed(f"socket {self.id} is closed; stop sending to it")
+        self._conn.deliver(Outgoing(msg))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close this socket with ``code``; ``on_disconnect`` follows. Idempotent."""
+        self._conn.close(code, reason)
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.id} path={self.path!r} user={self.user_id!r}>"

@@ -1,0 +1,158 @@
+"""
+Encoding outgoing messages for the wire, once per message and wire format.
+
+Two wire formats exist. *Raw* clients (no subprotocol, e.g. a plain browser
+``new WebSocket(url)``) get the application's message byte for byte. *Tagged*
+clients (subprotocol ``nucleus.v1``, see ``docs/protocol.md``) get it inside an
+envelope that names its channel and offset.
+
+An :class:`Outgoing` is built once per broadcast and shared by every recipient;
+it encodes each format lazily, at most once, so a room of ten thousand sockets
+costs one encoding per format, never one per socket. Pure functions only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+from websockets.frames import Close, Frame, Opcode
+
+from ._message import Binary, SocketMessage, Text
+
+__all__ = ["SUBPROTOCOL", "Outgoing", "close_frame", "control_frame", "envelope"]
+
+SUBPROTOCOL: Final = "nucleus.v1"
+
+_encode = msgspec.json.encode
+_decode_raw = msgspec.json.Decoder(msgspec.Raw).decode
+
+
+def _frame(opcode: Opcode, data: bytes) -> bytes:
+    # Server frames are never masked (RFC 6455 §5.1), so the bytes are the same
+    # for every recipient.
+    return Frame(opcode, data).serialize(mask=False)
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    """A serialized close frame (RFC 6455 §5.5.1)."""
+    return _frame(Opcode.CLOSE, Close(code, reason).serialize())
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        _decode_raw(data)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def envelope(kind: str, message: SocketMessage, fields: bytes) -> bytes:
+    """
+    The ``nucleus.v1`` payload carrying ``message``.
+
+    ``fields`` are extra pre-encoded members, each starting with a comma. Text
+    that is valid JSON is embedded as ``data`` without re-encoding; other text
+    goes in ``text``. Binary payloads get a length-prefixed JSON header.
+    """
+    head = b'{"type":"' + kind.encode() + b'"' + fields
+    if isinstance(message, Binary):
+        header = head + b"}"
+        return len(header).to_bytes(4, "big") + header + message.data
+    assert isinstance(message, Text)
+    data = message.text.encode()
+    if _is_json(data):
+        return head + b',"data":' + data + b"}"
+    return head + b',"text":' + _encode(message.text) + b"}"
+
+
+def control_frame(payload: dict[str, Any]) -> tuple[bytes, str]:
+    """A ``nucleus.v1`` control frame (``joined``, ``error``...): frame bytes and its text."""
+    data = _encode(payload)
+    return _frame(Opcode.TEXT, data), data.decode()
+
+
+class Outgoing:
+    """
+    One message on its way to one or many sockets, encoded lazily per format.
+
+    ``channel`` and ``offset`` are set for room broadcasts, ``None`` for direct
+    messages. Recipients read :attr:`raw_frame` or :attr:`tagged_frame` (native
+    server) or :attr:`raw_payload` / :attr:`tagged_payload` (ASGI).
+    """
+
+    __slots__ = ("_raw_frame", "_tagged_frame", "_tagged_payload", "_tagged_text", "channel",
+                 "event", "message", "offset")
+
+    def __init__(
+        self,
+        message: SocketMessage,
+        channel: str | None = None,
+        offset: int | None = None,
+        event: str | None = None,
+    ) -> None:
+        self.message = message
+        self.channel = channel
+        self.offset = offset
+        self.event = event
+        self._raw_frame: bytes | None = None
+        self._tagged_frame: bytes | None = None
+        self._tagged_payload: bytes | None = None
+        self._tagged_text: str | None = None
+
+    @property
+    def is_text(self) -> bool:
+        return isinstance(self.message, Text)
+
+    @property
+    def raw_payload(self) -> str | bytes:
+        """
+        The message itself; for a channel event (``event`` set), the JSON
+        envelope ``{"channel", "event", "data"}`` that raw clients receive.
+        """
+        if self.event is None or self.channel is None or not isinstance(self.message, Text):
+            return self.message.payload
+        return (
+            '{"channel":' + _encode(self.channel).decode()
+            + ',"event":' + _encode(self.event).decode()
+            + ',"data":' + self.message.text + "}"
+        )
+
+    @property
+    def tagged_payload(self) -> bytes:
+        """The envelope: UTF-8 JSON for text, header-prefixed bytes for binary."""
+        if self._tagged_payload is None:
+            fields = b""
+            if self.channel is not None:
+                fields += b',"channel":' + _encode(self.channel)
+            if self.offset is not None:
+                fields += b',"offset":' + str(self.offset).encode()
+            if self.event is not None:
+                fields += b',"event":' + _encode(self.event)
+            kind = "msg" if self.channel is None else "pub"
+            self._tagged_payload = envelope(kind, self.message, fields)
+        return self._tagged_payload
+
+    @property
+    def tagged_text(self) -> str:
+        """The envelope of a text message as ``str`` (for ASGI's ``text`` field)."""
+        if self._tagged_text is None:
+            self._tagged_text = self.tagged_payload.decode()
+        return self._tagged_text
+
+    @property
+    def raw_frame(self) -> bytes:
+        if self._raw_frame is None:
+            payload = self.raw_payload
+            if isinstance(payload, str):
+                self._raw_frame = _frame(Opcode.TEXT, payload.encode())
+            else:
+                self._raw_frame = _frame(Opcode.BINARY, payload)
+        return self._raw_frame
+
+    @property
+    def tagged_frame(self) -> bytes:
+        if self._tagged_frame is None:
+            opcode = Opcode.TEXT if self.is_text else Opcode.BINARY
+            self._tagged_frame = _frame(opcode, self.tagged_payload)
+        return self._tagged_frame

@@ -1,0 +1,79 @@
+"""Test helpers: a recording handler, deadlines, raw TCP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import Callable
+from typing import Any
+
+from nucleus.stream import SocketMessage, StreamHandler, StreamHub, WebSocket
+
+DEADLINE = 10.0
+
+
+async def within(awaitable: Any, seconds: float = DEADLINE) -> Any:
+    """Await with a deadline: a hang fails the test instead of stalling it."""
+    return await asyncio.wait_for(awaitable, seconds)
+
+
+class Recorder(StreamHandler):
+    """Records every callback; joins ``rooms`` on connect; echoes into ``room`` if asked."""
+
+    def __init__(self, rooms: tuple[str, ...] = (), broadcast_to: str | None = None) -> None:
+        self.rooms = rooms
+        self.broadcast_to = broadcast_to
+        self.events: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
+        self.sockets: dict[str, WebSocket] = {}
+        self.connected: asyncio.Queue[WebSocket] = asyncio.Queue()
+        self.disconnected: asyncio.Queue[str] = asyncio.Queue()
+        self.disconnect_counts: dict[str, int] = {}
+        self.on_disconnect_check: Callable[[StreamHub, str], None] | None = None
+
+    async def on_connect(self, hub: StreamHub, socket: WebSocket) -> None:
+        self.sockets[socket.id] = socket
+        for room in self.rooms:
+            await hub.join_room(socket.id, room)
+        await self.events.put(("connect", socket.id, None))
+        await self.connected.put(socket)
+
+    async def on_message(self, hub: StreamHub, socket: WebSocket, msg: SocketMessage) -> None:
+        await self.events.put(("message", socket.id, msg))
+        if self.broadcast_to is not None:
+            await hub.broadcast_to_room(self.broadcast_to, msg)
+
+    async def on_disconnect(self, hub: StreamHub, socket_id: str) -> None:
+        self.disconnect_counts[socket_id] = self.disconnect_counts.get(socket_id, 0) + 1
+        if self.on_disconnect_check is not None:
+            self.on_disconnect_check(hub, socket_id)
+        await self.events.put(("disconnect", socket_id, None))
+        await self.disconnected.put(socket_id)
+
+
+async def raw_handshake(
+    port: int, path: str = "/", extra_headers: str = "", rcvbuf: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """Open a TCP connection and do a WebSocket handshake by hand; return the response head."""
+    import socket as socketlib
+
+    sock = socketlib.socket(socketlib.AF_INET, socketlib.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+        ).encode()
+    )
+    head = await within(reader.readuntil(b"\r\n\r\n"))
+    return reader, writer, head
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/")[0])
