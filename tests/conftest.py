@@ -15,12 +15,20 @@ from typing import Any
 
 import pytest
 import uvicorn
+import uvloop
 
 from nucleus.stream import StreamServer
 
 Serve = Callable[[StreamServer], Awaitable[str]]
 
 FRONT_DOORS = ["native", "asgi"]
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Run the tests on uvloop, as ``StreamServer.run()`` does in production."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 class UvicornRunner:

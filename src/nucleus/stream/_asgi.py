@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AsgiConnection", "handle_asgi"]
 
+logger = logging.getLogger("nucleus.stream")
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -37,7 +40,8 @@ Send = Callable[[Message], Awaitable[None]]
 class AsgiConnection(Connection):
     """A socket behind an ASGI server: a bounded queue drained by one writer task."""
 
-    __slots__ = ("_close", "_max_send_queue", "_open", "_queue", "_queued", "_wakeup", "tagged")
+    __slots__ = ("_close", "_max_send_queue", "_open", "_queue", "_queued", "_sending", "_wakeup",
+                 "tagged")
 
     def __init__(self, tagged: bool, max_send_queue: int) -> None:
         self.tagged = tagged
@@ -47,6 +51,9 @@ class AsgiConnection(Connection):
         self._wakeup = asyncio.Event()
         self._open = True
         self._close: tuple[int, str] | None = None
+        # True while the writer is suspended inside the ASGI send(), which only
+        # happens when the server's transport is paused: the client isn't reading.
+        self._sending = False
 
     def deliver(self, out: Outgoing) -> None:
         if self._open:
@@ -62,7 +69,9 @@ class AsgiConnection(Connection):
         self._queue.append(payload)
         self._queued += len(payload)
         self._wakeup.set()
-        if self._queued > self._max_send_queue:
+        if self._queued > self._max_send_queue and self._sending:
+            logger.warning("closing slow consumer: more than %d bytes queued",
+                           self._max_send_queue)
             self._queue.clear()
             self._queued = 0
             self.close(1013, "slow consumer: send queue full")
@@ -89,10 +98,12 @@ class AsgiConnection(Connection):
             while queue:
                 payload = queue.popleft()
                 self._queued -= len(payload)
+                self._sending = True
                 if isinstance(payload, str):
                     await send({"type": "websocket.send", "text": payload})
                 else:
                     await send({"type": "websocket.send", "bytes": payload})
+                self._sending = False
             if self._close is not None:
                 code, reason = self._close
                 await send({"type": "websocket.close", "code": code, "reason": reason})

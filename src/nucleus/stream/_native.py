@@ -19,7 +19,7 @@ import asyncio
 import email.utils
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from websockets.datastructures import Headers as WsHeaders
 from websockets.frames import Frame, Opcode
@@ -68,7 +68,6 @@ class NativeConnection(asyncio.Protocol, Connection):
 
     __slots__ = (
         "_buf",
-        "_buffered",
         "_close_timer",
         "_eof",
         "_frag",
@@ -96,7 +95,6 @@ class NativeConnection(asyncio.Protocol, Connection):
         self._transport: asyncio.Transport | None = None
         self._session: Session | None = None
         self._buf: list[bytes] = []
-        self._buffered = 0
         self._max_send_queue = server.app.limits.max_send_queue
         self._open = False
         self._eof = False
@@ -112,8 +110,8 @@ class NativeConnection(asyncio.Protocol, Connection):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         self._server.connections.add(self)
         self._timer = self._server.loop.call_later(
             self._server.app.limits.handshake_timeout, self._abort)
@@ -244,9 +242,6 @@ class NativeConnection(asyncio.Protocol, Connection):
         if not buf:
             self._server.mark_dirty(self)
         buf.append(frame)
-        self._buffered += len(frame)
-        if self._buffered > self._max_send_queue:
-            self._slow_consumer()
 
     def deliver_frame(self, frame: bytes, payload: str | bytes) -> None:
         if not self._open:
@@ -254,7 +249,6 @@ class NativeConnection(asyncio.Protocol, Connection):
         if not self._buf:
             self._server.mark_dirty(self)
         self._buf.append(frame)
-        self._buffered += len(frame)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if not self._open:
@@ -291,7 +285,6 @@ class NativeConnection(asyncio.Protocol, Connection):
             return
         if buf:
             self._buf = []
-            self._buffered = 0
             transport.writelines(buf)
         if self._eof:
             transport.close()
@@ -303,7 +296,6 @@ class NativeConnection(asyncio.Protocol, Connection):
         logger.warning("closing slow consumer %s: more than %d bytes queued",
                        self._session.socket.id if self._session else "?", self._max_send_queue)
         self._buf = []
-        self._buffered = 0
         self.close(1013, "slow consumer: send queue full")
 
     def _abort(self) -> None:

@@ -7,7 +7,7 @@
  * history window; an outgoing queue; token refresh; plus `Signal` and
  * `renderList`, the two pieces a reactive page needs.
  *
- * It never uses innerHTML, defines no globals, and never lets a malformed frame
+ * It never parses HTML, defines no globals, and never lets a malformed frame
  * or a throwing callback escape into the socket's event handlers.
  *
  * @module nucleus/stream

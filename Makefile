@@ -1,0 +1,41 @@
+# Two entry points: `make demo` and `make test`. Everything else is set up on demand.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit browser-deps bench bench-smoke clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/nucleus demo
+
+# Headless Chromium for the browser tests (Debian's package; playwright drives it).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests examples bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest
+
+test: $(STAMP) browser-deps lint typecheck unit
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+bench-smoke: $(STAMP)
+	$(PY) -m bench --smoke
+
+clean:
+	rm -rf $(VENV) bench/.build

@@ -1,0 +1,102 @@
+"""Keepalive and slow consumers, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+
+from websockets.asyncio.client import connect
+
+from nucleus.stream import SocketMessage, StreamServer
+
+from .conftest import Serve
+from .helpers import Recorder, port_of, raw_handshake, within
+
+
+class _Signal(logging.Handler):
+    """Sets an event when a log record containing ``needle`` is emitted."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__()
+        self.needle = needle
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.needle in record.getMessage():
+            self.seen.set()
+
+
+async def test_keepalive_drops_a_peer_that_stops_answering_pings(serve_native: Serve) -> None:
+    handler = Recorder()
+    server = StreamServer(ping_interval=0.2, ping_timeout=0.3)
+    server.route("/ws", handler)
+    base = await serve_native(server)
+    async with connect(f"{base}/ws", ping_interval=None) as healthy:
+        healthy_socket = await within(handler.connected.get())
+        # A peer that completes the handshake, then never reads or answers again.
+        _reader, writer, head = await raw_handshake(port_of(base), "/ws")
+        assert head.startswith(b"HTTP/1.1 101")
+        dead_socket = await within(handler.connected.get())
+        gone = await within(handler.disconnected.get(), 5)
+        assert gone == dead_socket.id
+        # The healthy client answered the same pings and is still served.
+        assert server.hub.connection_count == 1
+        await server.hub.send_to(healthy_socket.id, SocketMessage.Text("still here"))
+        assert await within(healthy.recv()) == "still here"
+        writer.close()
+
+
+async def read_close_code(reader: asyncio.StreamReader) -> int:
+    """Read server frames (unmasked) until a close frame; return its code."""
+    while True:
+        head = await reader.readexactly(2)
+        opcode, length = head[0] & 0x0F, head[1] & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await reader.readexactly(8))
+        body = await reader.readexactly(length)
+        if opcode == 0x8:
+            return int(struct.unpack("!H", body[:2])[0])
+
+
+async def test_slow_consumer_is_closed_with_1013_and_others_get_everything(
+    serve: Serve,
+) -> None:
+    handler = Recorder(rooms=("feed",))
+    server = StreamServer(max_send_queue=64 * 1024, close_timeout=30)
+    server.route("/ws", handler)
+    base = await serve(server)
+    signal = _Signal("closing slow consumer")
+    logging.getLogger("nucleus.stream").addHandler(signal)
+    try:
+        async with connect(f"{base}/ws", max_size=None, max_queue=None) as canary:
+            await within(handler.connected.get())
+            reader, writer, head = await raw_handshake(port_of(base), "/ws", rcvbuf=4096)
+            assert head.startswith(b"HTTP/1.1 101")
+            slow = await within(handler.connected.get())
+
+            count, payload = 20_000, "x" * 1000
+            received: list[int] = []
+
+            async def read_canary() -> None:
+                while len(received) < count:
+                    received.append(int(str(await canary.recv()).split(":")[0]))
+
+            reading = asyncio.create_task(read_canary())
+            for n in range(count):
+                await server.hub.broadcast_to_room("feed", SocketMessage.Text(f"{n}:{payload}"))
+                if n % 50 == 0:
+                    await asyncio.sleep(0)  # let the loop flush, as any real publisher does
+            await within(signal.seen.wait(), 30)
+            await within(reading, 60)
+            assert received == list(range(count))
+
+            # The slow client reads at last: its stream ends with a 1013 close frame.
+            assert await within(read_close_code(reader), 30) == 1013
+            writer.close()  # end the TCP connection as a client does after a close frame
+            assert await within(handler.disconnected.get(), 30) == slow.id
+            assert slow.id not in server.hub.room_members("feed")
+    finally:
+        logging.getLogger("nucleus.stream").removeHandler(signal)
