@@ -77,3 +77,13 @@ async def raw_handshake(
 
 def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+class Clock:
+    """A clock the test moves by hand: ``clock.now += 61``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -90,6 +90,9 @@ class Backend(abc.ABC):
     async def online_users(self) -> list[str]:
         """Sorted ids of users with at least one open socket on any node."""
 
+    async def housekeeping(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Drop state that has expired; the server calls this periodically."""
+
 
 class MemoryBackend(Backend):
     """
@@ -154,8 +157,8 @@ class MemoryBackend(Backend):
     async def room_inactive(self, room: str) -> None:
         self._active.discard(room)
         log = self._logs.get(room)
-        if log is not None and log.is_idle():
-            del self._logs[room]
+        if log is not None:
+            log.touch()  # its last members may come back and resume from here
 
     async def recover(self, room: str, epoch: str | None, offset: int | None) -> Recovery:
         return self._log(room).since(epoch, offset)
@@ -168,6 +171,9 @@ class MemoryBackend(Backend):
 
     async def online_users(self) -> list[str]:
         return sorted(self._online)
+
+    async def housekeeping(self) -> None:
+        self.sweep()
 
     def sweep(self) -> None:
         """Drop logs of rooms with no local member whose history has expired."""

@@ -67,7 +67,7 @@ def new_epoch() -> str:
 class RoomLog:
     """One room's epoch, last offset and bounded history."""
 
-    __slots__ = ("_clock", "_entries", "epoch", "offset", "policy")
+    __slots__ = ("_clock", "_entries", "epoch", "offset", "policy", "touched")
 
     def __init__(self, policy: HistoryPolicy, clock: Callable[[], float]) -> None:
         self.policy = policy
@@ -75,13 +75,18 @@ class RoomLog:
         self.offset = 0
         self._clock = clock
         self._entries: deque[tuple[float, Publication]] = deque()
+        self.touched = clock()
+
+    def touch(self) -> None:
+        """Note that a client may resume from the current position from now on."""
+        self.touched = self._clock()
 
     def append(self, message: SocketMessage, room: str, event: str | None) -> Publication:
         """Number the message and remember it (within the policy's bounds)."""
         self.offset += 1
         publication = Publication(room, self.offset, message, event)
+        now = self.touched = self._clock()
         if self.policy.size:
-            now = self._clock()
             self._entries.append((now, publication))
             if len(self._entries) > self.policy.size:
                 self._entries.popleft()
@@ -95,9 +100,13 @@ class RoomLog:
             entries.popleft()
 
     def is_idle(self) -> bool:
-        """True when nothing is kept: the log can be dropped (a new one gets a new epoch)."""
-        self._expire(self._clock())
-        return not self._entries
+        """
+        True when the log can be dropped: nothing kept, and no client could still
+        resume from its position (a new log gets a new epoch).
+        """
+        now = self._clock()
+        self._expire(now)
+        return not self._entries and now - self.touched > self.policy.ttl
 
     def since(self, epoch: str | None, offset: int | None) -> Recovery:
         """Everything after ``offset`` in ``epoch``, if the history still holds it all."""

@@ -36,6 +36,9 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 CLIENT_JS_ROUTE = "/nucleus/stream.js"
 
+#: Seconds between sweeps of expired backend state (room histories).
+HOUSEKEEPING_INTERVAL = 30.0
+
 
 def client_js_path() -> str:
     """Filesystem path of the browser client, for apps that serve it themselves."""
@@ -163,7 +166,13 @@ class StreamServer:
             await hook()
         for fn in self._background:
             self._background_tasks.spawn(fn(self.hub), name=f"background {fn.__name__}")
+        self._background_tasks.spawn(self._housekeeping(), name="housekeeping")
         self._started = True
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            await self.hub.backend.housekeeping()
 
     async def _shutdown(self) -> None:
         for conn in list(self._asgi_connections):
