@@ -1,0 +1,169 @@
+"""
+End to end in a real headless Chromium: the browser client, Signal rendering,
+reconnection and recovery. Debian's chromium is driven through playwright.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+from websockets.asyncio.client import connect
+
+from nucleus.demo import create_app as create_demo
+from nucleus.stream import HistoryPolicy, SocketMessage, StreamServer
+
+from .apps.relay import create_app as create_relay
+from .helpers import within
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert Path(CHROMIUM).exists(), "Chromium is missing: `make test` installs it (apt)"
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        await browser.close()
+
+
+async def rendered(page: Page) -> list[str]:
+    return await page.locator("#list li").all_inner_texts()
+
+
+async def wait_rendered(page: Page, count: int) -> list[str]:
+    await page.wait_for_function(
+        f"document.querySelectorAll('#list li').length >= {count}", timeout=20_000)
+    return await rendered(page)
+
+
+async def test_demo_chat_works_between_two_pages(browser: Browser) -> None:
+    app = create_demo()
+    host, port = await app.start("127.0.0.1", 0)
+    try:
+        pages = [await browser.new_page() for _ in range(2)]
+        for page in pages:
+            await page.goto(f"http://{host}:{port}/")
+            await page.wait_for_function("document.getElementById('state').textContent === 'open'")
+        await pages[0].fill("#user", "ann")
+        await pages[0].fill("#text", "hello from a real browser")
+        await pages[0].click("button")
+        for page in pages:
+            await page.wait_for_function(
+                "document.querySelectorAll('#messages li').length === 1", timeout=10_000)
+            assert await page.locator("#messages li").all_inner_texts() == [
+                "ann: hello from a real browser"]
+    finally:
+        await app.aclose()
+
+
+async def open_relay_page(browser: Browser, base: str) -> Page:
+    page = await browser.new_page()
+    await page.goto(base)
+    await page.wait_for_function("window.states && window.states.includes('open')")
+    return page
+
+
+async def test_messages_sent_while_dropped_arrive_once_in_order(browser: Browser) -> None:
+    app = create_relay()
+    host, port = await app.start("127.0.0.1", 0)
+    try:
+        page = await open_relay_page(browser, f"http://{host}:{port}/")
+        hub = app.hub
+        await page.wait_for_function("window.stream && true")
+        for n in range(5):
+            await hub.broadcast_to_room("general", SocketMessage.Text(f"m{n}"))
+        await wait_rendered(page, 5)
+        # The server drops the page's connection, then keeps broadcasting at once.
+        (socket_id,) = hub.room_members("general")
+        hub.get_socket(socket_id)._conn._abort()  # type: ignore[attr-defined]
+        for n in range(5, 15):
+            await hub.broadcast_to_room("general", SocketMessage.Text(f"m{n}"))
+        await page.wait_for_function("window.states.filter(s => s === 'open').length >= 2",
+                                     timeout=20_000)
+        for n in range(15, 20):
+            await hub.broadcast_to_room("general", SocketMessage.Text(f"m{n}"))
+        got = await wait_rendered(page, 20)
+        assert got == [f"m{n}" for n in range(20)]
+        assert await page.evaluate("window.messages.get().length") == 20
+        assert await page.evaluate("window.gaps") == []
+        assert "reconnecting" in await page.evaluate("window.states")
+    finally:
+        await app.aclose()
+
+
+async def test_page_away_longer_than_history_gets_a_gap(browser: Browser) -> None:
+    app = StreamServer()
+    relay = create_relay()
+    app.route("/ws", relay.routes["/ws"].handler, history=HistoryPolicy(size=5, ttl=60))
+    app.static("/", relay.statics["/"].body, "text/html; charset=utf-8")
+    host, port = await app.start("127.0.0.1", 0)
+    try:
+        page = await open_relay_page(browser, f"http://{host}:{port}/")
+        await app.hub.broadcast_to_room("general", SocketMessage.Text("before"))
+        await wait_rendered(page, 1)
+        (socket_id,) = app.hub.room_members("general")
+        app.hub.get_socket(socket_id)._conn._abort()  # type: ignore[attr-defined]
+        for n in range(10):  # more than the 5 kept
+            await app.hub.broadcast_to_room("general", SocketMessage.Text(f"lost{n}"))
+        await page.wait_for_function("window.gaps.length === 1", timeout=20_000)
+        assert await page.evaluate("window.gaps") == ["general"]
+        await app.hub.broadcast_to_room("general", SocketMessage.Text("after"))
+        assert await wait_rendered(page, 2) == ["before", "after"]
+    finally:
+        await app.aclose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_relay_process(port: int) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nucleus", "serve", "tests.apps.relay:server", "--port", str(port),
+        stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT)
+    assert proc.stderr is not None
+    while b"listening on" not in await within(proc.stderr.readline(), 20):
+        pass
+    return proc
+
+
+async def test_page_survives_a_server_process_restart(browser: Browser) -> None:
+    port = free_port()
+    base = f"ws://127.0.0.1:{port}/ws"
+    proc = await start_relay_process(port)
+    try:
+        page = await open_relay_page(browser, f"http://127.0.0.1:{port}/")
+        async with connect(base) as publisher:
+            for n in range(3):
+                await publisher.send(f"a{n}")
+            await wait_rendered(page, 3)
+        proc.send_signal(signal.SIGTERM)
+        assert await within(proc.wait(), 15) == 0
+        await page.wait_for_function("window.states.at(-1) === 'reconnecting'")
+        proc = await start_relay_process(port)
+        # The embedded backend's history died with the process: the page is told.
+        await page.wait_for_function("window.gaps.length === 1", timeout=20_000)
+        assert await page.evaluate("window.states.at(-1)") == "open"
+        async with connect(base) as publisher:
+            for n in range(3):
+                await publisher.send(f"b{n}")
+            assert await wait_rendered(page, 6) == ["a0", "a1", "a2", "b0", "b1", "b2"]
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await within(proc.wait(), 15)
