@@ -205,7 +205,7 @@ def check_same(registry: Registry[Sock], model: Model) -> None:
 
 def step(rng: random.Random, registry: Registry[Sock], model: Model, serial: int) -> None:
     known = model.sockets or ["none"]
-    socket_id = rng.choice(known + [f"s{serial}"])  # sometimes a fresh or unknown id
+    socket_id = rng.choice([*known, f"s{serial}"])  # sometimes a fresh or unknown id
     room, user = rng.choice("rstu"), rng.choice(["ada", "bob", "cy"])
     action = rng.choice(["add", "add", "join", "join", "join", "leave", "bind", "bind", "remove"])
     if socket_id not in model.sockets and action != "add":

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from ._gate import Admission
 from ._message import Binary, Text
 from ._request import HandshakeRequest, Headers
 from ._session import Session
@@ -25,6 +26,7 @@ from ._socket import Connection, WebSocket
 from ._wire import SUBPROTOCOL, Outgoing
 
 if TYPE_CHECKING:
+    from ._routing import Route
     from ._server import StreamServer
 
 __all__ = ["AsgiConnection", "handle_asgi"]
@@ -171,15 +173,30 @@ async def _lifespan(app: StreamServer, receive: Receive, send: Send) -> None:
 async def _http(app: StreamServer, scope: Scope, send: Send) -> None:
     request = _request(scope)
     static = app.statics.get(request.path)
+    route = app.routes.get(request.path)
     if static is not None:
         await _http_response(send, 200, static.body, static.content_type)
-    elif request.path in app.routes:
+    elif route is not None:
+        # The same door as the upgrade, so a client can learn why it was refused.
+        admission = await _admit(app, route, request)
+        if admission.status != 101:
+            await _http_response(send, admission.status, f"{admission.reason}\n".encode(),
+                                 "text/plain; charset=utf-8")
+            return
         await _http_response(
             send, 426, b"This is a WebSocket endpoint: connect with a WebSocket client.\n",
             "text/plain; charset=utf-8", extra=[(b"upgrade", b"websocket")])
     else:
         await _http_response(send, 404, f"No route for {request.path}\n".encode(),
                              "text/plain; charset=utf-8")
+
+
+async def _admit(app: StreamServer, route: Route, request: HandshakeRequest) -> Admission:
+    admission = app.door.check(request, route.origins, asyncio.get_running_loop().time())
+    authenticate = route.authenticator
+    if admission.status != 101 or authenticate is None:
+        return admission
+    return await app.door.authenticate(request, authenticate, admission.client_ip)
 
 
 async def _refuse(scope: Scope, send: Send, status: int, text: str) -> None:
@@ -199,16 +216,24 @@ async def _websocket(app: StreamServer, scope: Scope, receive: Receive, send: Se
         await _refuse(scope, send, 404, f"No route for {request.path}\n")
         return
     await app._ensure_started()
+    admission = await _admit(app, route, request)
+    if admission.status != 101:
+        await _refuse(scope, send, admission.status, f"{admission.reason}\n")
+        return
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.subprotocols else None
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
     conn = AsgiConnection(subprotocol is not None, route.max_send_queue)
-    socket = WebSocket(request, conn, app.hub, route=route.path, subprotocol=subprotocol)
+    socket = WebSocket(request, conn, app.hub, route=route.path, subprotocol=subprotocol,
+                       user_id=admission.user_id)
     reading = asyncio.Event()
     reading.set()
-    session = Session(app.hub, route.handler, socket, app._owner, reading.clear, reading.set)
+    session = Session(app.hub, route, socket, app._owner, reading.clear, reading.set)
+    counted = app.door.guard.enabled and admission.client_ip is not None
+    if counted:
+        app.door.guard.opened(admission.client_ip)  # type: ignore[arg-type]
     app._asgi_connections.add(conn)
     writer = asyncio.get_running_loop().create_task(conn.run_writer(send))
-    session.opened(app.hello_timeout)
+    session.opened(app.hello_timeout, admission.expires_at)
     try:
         while True:
             if not reading.is_set():
@@ -230,6 +255,8 @@ async def _websocket(app: StreamServer, scope: Scope, receive: Receive, send: Se
         conn.gone()
         session.closed()
         app._asgi_connections.discard(conn)
+        if counted:
+            app.door.guard.closed(admission.client_ip)  # type: ignore[arg-type]
         with contextlib.suppress(Exception):
             await writer
         await session.finished()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import http
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
@@ -28,6 +29,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from ._gate import Admission
 from ._message import Binary, Text
 from ._request import HandshakeRequest
 from ._session import Session
@@ -35,6 +37,7 @@ from ._socket import Connection, WebSocket
 from ._wire import SUBPROTOCOL, Outgoing
 
 if TYPE_CHECKING:
+    from ._routing import Route
     from ._server import StreamServer
 
 __all__ = ["NativeConnection", "NativeServer"]
@@ -60,6 +63,8 @@ def _response(status: int, reason: str, body: bytes, content_type: str) -> Respo
     headers["Content-Type"] = content_type
     headers["Connection"] = "close"
     headers["Cache-Control"] = "no-cache"
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return Response(status, reason, headers, body)
 
 
@@ -69,6 +74,7 @@ class NativeConnection(asyncio.Protocol, Connection):
     __slots__ = (
         "_buf",
         "_close_timer",
+        "_counted_ip",
         "_eof",
         "_frag",
         "_frag_text",
@@ -105,6 +111,7 @@ class NativeConnection(asyncio.Protocol, Connection):
         self._ping_sent: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._counted_ip: str | None = None
         self.tagged = False
 
     # asyncio.Protocol
@@ -139,6 +146,8 @@ class NativeConnection(asyncio.Protocol, Connection):
                 timer.cancel()
         self._timer = self._close_timer = None
         self._buf = []
+        if self._counted_ip is not None:
+            self._server.app.door.guard.closed(self._counted_ip)
         self._server.forget(self)
         if self._session is not None:
             self._session.closed()
@@ -163,16 +172,59 @@ class NativeConnection(asyncio.Protocol, Connection):
             (peer[0], peer[1]) if isinstance(peer, tuple) else None,
         )
         route = app.routes.get(hs.path)
-        proto = self._proto
         if route is None:
             static = app.statics.get(hs.path)
             if static is not None:
-                proto.send_response(_response(200, "OK", static.body, static.content_type))
+                self._respond(200, "OK", static.body, static.content_type)
             else:
-                proto.send_response(_response(
-                    404, "Not Found", f"No route for {hs.path}\n".encode(),
-                    "text/plain; charset=utf-8"))
+                self._respond(404, "Not Found", f"No route for {hs.path}\n".encode())
             return
+        admission = app.door.check(hs, route.origins, self._server.loop.time())
+        if admission.status != 101:
+            self._refuse(admission)
+            return
+        authenticate = route.authenticator
+        if authenticate is None:
+            self._accept(route, hs, request, admission)
+            return
+        # Authentication may do I/O: hold the connection while it runs.
+        self._transport.pause_reading()
+        app._owner.spawn(self._authenticate(route, hs, request, admission.client_ip),
+                         name="authenticate")
+
+    async def _authenticate(
+        self, route: Route, hs: HandshakeRequest, request: Request, ip: str | None
+    ) -> None:
+        authenticate = route.authenticator
+        assert authenticate is not None
+        try:
+            admission = await self._server.app.door.authenticate(hs, authenticate, ip)
+        except Exception:
+            logger.exception("authentication failed with an error on route %s", route.path)
+            admission = Admission(500, "authentication error")
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if admission.status == 101:
+            self._accept(route, hs, request, admission)
+        else:
+            self._refuse(admission)
+        self._pump()
+        transport.resume_reading()
+
+    def _respond(self, status: int, reason: str, body: bytes,
+                 content_type: str = "text/plain; charset=utf-8") -> None:
+        self._proto.send_response(_response(status, reason, body, content_type))
+
+    def _refuse(self, admission: Admission) -> None:
+        phrase = http.HTTPStatus(admission.status).phrase
+        self._respond(admission.status, phrase, f"{admission.reason}\n".encode())
+
+    def _accept(
+        self, route: Route, hs: HandshakeRequest, request: Request, admission: Admission
+    ) -> None:
+        app = self._server.app
+        proto = self._proto
         proto.max_message_size = route.max_message_size
         self._max_send_queue = route.max_send_queue
         response = proto.accept(request)
@@ -182,10 +234,14 @@ class NativeConnection(asyncio.Protocol, Connection):
         self._open = True
         self.tagged = proto.subprotocol == SUBPROTOCOL
         self._last_seen = self._server.loop.time()
-        socket = WebSocket(hs, self, app.hub, route=route.path, subprotocol=proto.subprotocol)
-        self._session = Session(app.hub, route.handler, socket, app._owner,
+        if app.door.guard.enabled and admission.client_ip is not None:
+            self._counted_ip = admission.client_ip
+            app.door.guard.opened(admission.client_ip)
+        socket = WebSocket(hs, self, app.hub, route=route.path, subprotocol=proto.subprotocol,
+                           user_id=admission.user_id)
+        self._session = Session(app.hub, route, socket, app._owner,
                                 self._pause_reading, self._resume_reading)
-        self._session.opened(app.hello_timeout)
+        self._session.opened(app.hello_timeout, admission.expires_at)
 
     def _pause_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():

@@ -7,11 +7,15 @@ start-up with a clear :class:`RouteError`, not on the first connection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from ._errors import ConfigError, RouteError
 from ._handler import StreamHandler
 from ._history import HistoryPolicy
+from ._ratelimit import RateLimit, RateLimiter
+from ._request import HandshakeRequest
 
 __all__ = ["Limits", "Route", "StaticFile"]
 
@@ -53,15 +57,38 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One WebSocket endpoint."""
+    """
+    One WebSocket endpoint and its door policy.
+
+    ``auth`` (or an overridden ``handler.authenticate``) runs before the upgrade;
+    ``origins`` is the browser Origin allow-list; ``rate_limit`` caps inbound
+    messages (``None``: unlimited); ``message_model`` validates every inbound
+    message before ``on_message`` sees it.
+    """
 
     path: str
     handler: StreamHandler
     max_message_size: int
     max_send_queue: int
     history: HistoryPolicy | None = None
+    auth: Callable[[HandshakeRequest], Awaitable[Any]] | None = None
+    origins: frozenset[str] | None = None
+    rate_limit: RateLimit | None = None
+    message_model: type | None = None
+    limiter: RateLimiter | None = field(init=False, default=None)
+
+    @property
+    def authenticator(self) -> Callable[[HandshakeRequest], Awaitable[Any]] | None:
+        """What authenticates this route's handshakes, if anything does."""
+        if self.auth is not None:
+            return self.auth
+        if type(self.handler).authenticate is not StreamHandler.authenticate:
+            return self.handler.authenticate
+        return None
 
     def __post_init__(self) -> None:
+        if self.rate_limit is not None:
+            object.__setattr__(self, "limiter", RateLimiter(self.rate_limit))
         if not self.path.startswith("/") or "?" in self.path or "#" in self.path:
             raise RouteError(f"a route path starts with '/' and has no query, got {self.path!r}")
         if not isinstance(self.handler, StreamHandler):

@@ -12,17 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from importlib import resources
 from typing import Any, TypeVar
 
 from ._asgi import AsgiConnection, Receive, Scope, Send, handle_asgi
 from ._backend import Backend
-from ._errors import RouteError
+from ._errors import ConfigError, RouteError
+from ._gate import DoorPolicy, normalize_origin
 from ._handler import StreamHandler
 from ._history import HistoryPolicy
 from ._hub import StreamHub
 from ._native import NativeServer
+from ._ratelimit import RateLimit
+from ._request import HandshakeRequest
 from ._routing import Limits, Route, StaticFile
 from ._tasks import TaskOwner
 
@@ -35,6 +38,9 @@ Background = Callable[[StreamHub], Coroutine[Any, Any, None]]
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 CLIENT_JS_ROUTE = "/nucleus/stream.js"
+
+#: Inbound message limit of every route unless it says otherwise (see RateLimit).
+DEFAULT_RATE_LIMIT = RateLimit()
 
 #: Seconds between sweeps of expired backend state (room histories).
 HOUSEKEEPING_INTERVAL = 30.0
@@ -66,6 +72,9 @@ class StreamServer:
         handshake_timeout: float = 10.0,
         hello_timeout: float = 10.0,
         shutdown_timeout: float = 15.0,
+        max_connections_per_ip: int | None = None,
+        max_handshakes_per_ip: float | None = None,
+        trusted_proxies: Iterable[str] = (),
         serve_client: bool = True,
     ) -> None:
         if hub is not None and backend is not None:
@@ -75,6 +84,11 @@ class StreamServer:
                              close_timeout, handshake_timeout)
         self.hello_timeout = hello_timeout
         self.shutdown_timeout = shutdown_timeout
+        self.door = DoorPolicy(
+            max_connections_per_ip=max_connections_per_ip,
+            max_handshakes_per_ip=max_handshakes_per_ip,
+            trusted_proxies=trusted_proxies,
+        )
         self.routes: dict[str, Route] = {}
         self.statics: dict[str, StaticFile] = {}
         self._startup_hooks: list[Hook] = []
@@ -100,16 +114,39 @@ class StreamServer:
         max_message_size: int | None = None,
         max_send_queue: int | None = None,
         history: HistoryPolicy | None = None,
+        auth: Callable[[HandshakeRequest], Awaitable[Any]] | None = None,
+        origins: Iterable[str] | None = None,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        message_model: type | None = None,
     ) -> Route:
-        """Serve ``handler`` at ``path``; ``history`` overrides the rooms' history policy."""
+        """
+        Serve ``handler`` at ``path``.
+
+        ``history`` overrides the rooms' history policy; ``auth`` (e.g.
+        ``Fortress.query_token()``) authenticates each handshake (401 when it
+        answers None); ``origins`` lists the browser origins allowed (403 for
+        others); ``rate_limit=None`` lifts the inbound message limit;
+        ``message_model`` rejects invalid messages before ``on_message``.
+        """
         if path in self.routes:
             raise RouteError(f"route {path!r} is already declared")
+        allowed = frozenset(normalize_origin(o) for o in origins) if origins is not None else None
+        if allowed is None and "cookie" in {getattr(src, "value", src)
+                                            for src in getattr(auth, "sources", ())}:
+            raise ConfigError(
+                f"route {path!r} takes tokens from cookies, which any site's page can make "
+                "a browser send: declare origins=[...] (Cross-Site WebSocket Hijacking)"
+            )
         route = Route(
             path,
             handler,
             max_message_size or self.limits.max_message_size,
             max_send_queue or self.limits.max_send_queue,
             history,
+            auth,
+            allowed,
+            rate_limit,
+            message_model,
         )
         self.routes[path] = route
         if history is not None:
@@ -161,6 +198,10 @@ class StreamServer:
     async def _startup(self) -> None:
         if self._started:
             return
+        for route in self.routes.values():
+            check_config = getattr(route.auth, "check_config", None)
+            if callable(check_config):
+                check_config()  # e.g. SECRET_KEY missing: refuse to start, say why
         await self.hub.start()
         for hook in self._startup_hooks:
             await hook()
@@ -173,6 +214,7 @@ class StreamServer:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
             await self.hub.backend.housekeeping()
+            self.door.guard.sweep(asyncio.get_running_loop().time())
 
     async def _shutdown(self) -> None:
         for conn in list(self._asgi_connections):

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _tagged
 from ._errors import InvalidMessage, StreamError
-from ._message import Binary, SocketMessage, Text
+from ._message import Binary, SocketMessage, Text, decode_as
+from ._ratelimit import Verdict
 
 if TYPE_CHECKING:
-    from ._handler import StreamHandler
     from ._hub import StreamHub
+    from ._routing import Route
     from ._socket import WebSocket
     from ._tasks import TaskOwner
 
@@ -35,6 +37,9 @@ logger = logging.getLogger("nucleus.stream")
 
 _CONNECT: Final = "connect"
 _CLOSED: Final = "closed"
+
+#: Close code when an authenticated socket's token expires without a refresh.
+TOKEN_EXPIRED: Final = 4001
 
 #: How many received messages may wait for the handler before reading pauses.
 PAUSE_AT: Final = 64
@@ -47,6 +52,7 @@ class Session:
     __slots__ = (
         "_closed",
         "_connected",
+        "_expiry",
         "_hello_timer",
         "_inbox",
         "_owner",
@@ -56,20 +62,22 @@ class Session:
         "_task",
         "handler",
         "hub",
+        "route",
         "socket",
     )
 
     def __init__(
         self,
         hub: StreamHub,
-        handler: StreamHandler,
+        route: Route,
         socket: WebSocket,
         owner: TaskOwner,
         pause: Callable[[], None],
         resume: Callable[[], None],
     ) -> None:
         self.hub = hub
-        self.handler = handler
+        self.route = route
+        self.handler = route.handler
         self.socket = socket
         self._owner = owner
         self._pause = pause
@@ -80,6 +88,7 @@ class Session:
         self._closed = False
         self._connected = False
         self._hello_timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     @property
     def tagged(self) -> bool:
@@ -87,13 +96,30 @@ class Session:
 
     # what the front door reports
 
-    def opened(self, hello_timeout: float = 10.0) -> None:
-        """The upgrade completed. Tagged clients get ``on_connect`` after their hello."""
+    def opened(self, hello_timeout: float = 10.0, expires_at: float | None = None) -> None:
+        """
+        The upgrade completed. Tagged clients get ``on_connect`` after their hello.
+
+        ``expires_at`` (seconds since the epoch) is when the socket's token
+        expires: it is closed with 4001 then, unless the client refreshes it.
+        """
+        loop = asyncio.get_running_loop()
+        if expires_at is not None:
+            self._schedule_expiry(expires_at)
         if self.tagged:
-            loop = asyncio.get_running_loop()
             self._hello_timer = loop.call_later(hello_timeout, self._connect_now)
         else:
             self._connect_now()
+
+    def _schedule_expiry(self, expires_at: float) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        delay = max(0.0, expires_at - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        self._expiry = None
+        self.socket._conn.close(TOKEN_EXPIRED, "token expired")
 
     def _connect_now(self) -> None:
         self._hello_timer = None
@@ -103,6 +129,15 @@ class Session:
 
     def received(self, msg: SocketMessage) -> None:
         """A complete message arrived."""
+        limiter = self.route.limiter
+        if limiter is not None:
+            verdict = limiter.check(self.socket.id, self.socket.user_id, time.monotonic())
+            if verdict is not Verdict.ALLOW:
+                if verdict is Verdict.REJECT:
+                    self._error("rate_limited", "too many messages: this one was dropped")
+                else:
+                    self.socket._conn.close(1008, "rate limit exceeded")
+                return
         if self.tagged and not self._connected:
             self._on_first_tagged_frame(msg)
             return
@@ -116,8 +151,11 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
+        for timer in (self._hello_timer, self._expiry):
+            if timer is not None:
+                timer.cancel()
+        if self.route.limiter is not None:
+            self.route.limiter.forget_socket(self.socket.id)
         self._connect_now()
         self._push(_CLOSED)
 
@@ -148,10 +186,23 @@ class Session:
                 elif self.tagged:
                     await self._run_tagged(item)
                 else:
-                    await self._call("on_message", self.handler.on_message(
-                        self.hub, self.socket, item))
+                    await self._on_message(item)
         finally:
             self._task = None
+
+    async def _on_message(self, msg: SocketMessage) -> None:
+        """Validate against the route's model, if any, then hand to ``on_message``."""
+        model = self.route.message_model
+        if model is not None:
+            if not isinstance(msg, Text):
+                self._error("invalid", f"expected a JSON {model.__name__} as text, got binary")
+                return
+            try:
+                decode_as(msg.text, model)
+            except InvalidMessage as exc:
+                self._error("invalid", f"invalid {model.__name__}: {exc}")
+                return
+        await self._call("on_message", self.handler.on_message(self.hub, self.socket, msg))
 
     async def _call(self, name: str, call: Any) -> Any:
         try:
@@ -205,7 +256,7 @@ class Session:
 
     async def _run_tagged(self, msg: SocketMessage) -> None:
         if isinstance(msg, Binary):
-            await self._call("on_message", self.handler.on_message(self.hub, self.socket, msg))
+            await self._on_message(msg)
             return
         assert isinstance(msg, Text)
         try:
@@ -221,7 +272,7 @@ class Session:
             else:
                 self._error("bad_request", "a msg frame needs text or data")
                 return
-            await self._call("on_message", self.handler.on_message(self.hub, self.socket, app_msg))
+            await self._on_message(app_msg)
         elif isinstance(frame, _tagged.Sub):
             await self._subscribe(frame)
         elif isinstance(frame, _tagged.Unsub):
@@ -229,8 +280,23 @@ class Session:
         elif isinstance(frame, _tagged.Hello):
             self._error("bad_request", "hello is only valid as the first frame")
         else:
-            self._error("bad_request", f"{type(frame).__name__.lower()} is not supported here",
-                        getattr(frame, "id", None))
+            self._refresh(frame)
+
+    def _refresh(self, frame: _tagged.Refresh) -> None:
+        """In-band token refresh: same user, new expiry; a bad token changes nothing."""
+        verify = getattr(self.route.auth, "verify", None)
+        if not callable(verify):
+            self._error("bad_request", "this route does not take token refreshes", frame.id)
+            return
+        claims = verify(frame.token)
+        if claims is None or claims.user_id != self.socket.user_id:
+            self._error("unauthorized", "token refused", frame.id)
+            return
+        self._schedule_expiry(claims.expires_at)
+        answer: dict[str, Any] = {"type": "refreshed"}
+        if frame.id is not None:
+            answer["id"] = frame.id
+        self.hub._control(self.socket, answer)
 
     async def _subscribe(self, frame: _tagged.Sub) -> None:
         socket, channel = self.socket, frame.channel
@@ -265,6 +331,7 @@ class Session:
 
     def _error(self, code: str, message: str, request_id: int | None = None,
                channel: str | None = None) -> None:
+        """Tell the client what went wrong (raw clients get the same JSON frame)."""
         frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
         if request_id is not None:
             frame["id"] = request_id

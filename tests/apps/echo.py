@@ -1,0 +1,45 @@
+"""
+The echo app the Autobahn conformance suite drives (``tests/test_autobahn.py``).
+
+One route, ``/echo``, sends every message back unchanged: text as text,
+binary as binary. The limits are raised for the suite's 9.x cases (messages
+and frames up to 16 MiB, sent back as fast as they come), and keepalive is off
+so that no ping of ours shows up among the events a case compares. Not for
+anything but the conformance tests.
+"""
+
+from nucleus.stream import (
+    SocketClosed,
+    SocketMessage,
+    StreamHandler,
+    StreamHub,
+    StreamServer,
+    WebSocket,
+)
+
+#: The largest message of the suite (cases 9.1.6 and 9.2.6) is 16 MiB.
+MAX_MESSAGE_SIZE = 16 * 2**20 + 1024
+
+
+class Echo(StreamHandler):
+    async def on_message(self, hub: StreamHub, socket: WebSocket, msg: SocketMessage) -> None:
+        try:
+            await socket.send(msg)
+        except SocketClosed:
+            pass  # the peer closed while its message waited: nobody to echo to
+
+
+def create_app() -> StreamServer:
+    server = StreamServer(
+        max_message_size=MAX_MESSAGE_SIZE,
+        # Case 9.x echoes up to 16 MiB per message, and several may wait in
+        # the kernel buffer of a client that reads while it still sends.
+        max_send_queue=4 * MAX_MESSAGE_SIZE,
+        ping_interval=None,
+        serve_client=False,
+    )
+    server.route("/echo", Echo())
+    return server
+
+
+server = create_app()
