@@ -53,10 +53,6 @@ def test_policy_refuses_negative_bounds(size: int, ttl: float) -> None:
         HistoryPolicy(size=size, ttl=ttl)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: HistoryPolicy accepts ttl=nan (nan < 0 is False); with it nothing ever expires",
-)
 def test_policy_refuses_a_nan_ttl() -> None:
     with pytest.raises(ConfigError):
         HistoryPolicy(ttl=float("nan"))
@@ -281,11 +277,6 @@ async def test_a_room_policy_given_on_activation_applies() -> None:
     assert offsets((await backend.recover("r", epoch, 3)).publications) == [4, 5]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a smaller policy given to an existing log is not applied to what it "
-    "already holds (RoomLog.append trims one entry, not down to size)",
-)
 async def test_a_smaller_policy_on_reactivation_trims_the_history() -> None:
     backend = MemoryBackend(HistoryPolicy(size=100), clock=Clock())
     await started(backend)
@@ -300,11 +291,6 @@ async def test_a_smaller_policy_on_reactivation_trims_the_history() -> None:
     assert recovery.recovered is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after a size=0 period the kept history has a gap, and since() replays "
-    "around it as if nothing were missing (recovered=True without offsets 4, 5)",
-)
 async def test_recovery_never_skips_messages_that_were_not_kept() -> None:
     backend = MemoryBackend(HistoryPolicy(size=10), clock=Clock())
     await started(backend)

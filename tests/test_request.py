@@ -71,11 +71,6 @@ def test_query_values_are_percent_decoded() -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: from_target() hands the target to urlsplit, which reads '//ws/chat' as a "
-    "host 'ws' and path '/chat' (uvicorn's ASGI scope keeps path '//ws/chat')",
-)
 def test_a_target_starting_with_two_slashes_keeps_its_path() -> None:
     assert request("//ws/chat").path == "//ws/chat"
 
@@ -98,11 +93,6 @@ def test_a_malformed_cookie_header_is_ignored_and_others_still_read(malformed: s
     assert req.cookies == {"session": "abc"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SimpleCookie drops the whole header when one cookie in it is unusual (a "
-    "JSON value, a bare value, a name like 'path'), losing e.g. the session cookie",
-)
 @pytest.mark.parametrize("neighbour", ['prefs={"dark":true}', "flag", "path=/"])
 def test_one_odd_cookie_does_not_hide_the_others_in_its_header(neighbour: str) -> None:
     req = request(headers=[("Cookie", f"{neighbour}; session=abc")])

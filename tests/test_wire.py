@@ -92,11 +92,6 @@ def test_each_encoding_is_made_once_and_shared(out: Outgoing) -> None:
         assert out.tagged_text is out.tagged_text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: raw_payload of a channel event is rebuilt on every access, so the ASGI "
-    "front door allocates one envelope per recipient instead of one per broadcast",
-)
 def test_the_raw_channel_event_envelope_is_made_once() -> None:
     out = Outgoing(SocketMessage.Text('{"a":1}'), "chat", 4, "message")
     assert out.raw_payload is out.raw_payload

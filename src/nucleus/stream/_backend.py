@@ -152,7 +152,7 @@ class MemoryBackend(Backend):
         self._active.add(room)
         log = self._log(room)
         if policy is not None and policy != log.policy:
-            log.policy = policy
+            log.set_policy(policy)
 
     async def room_inactive(self, room: str) -> None:
         self._active.discard(room)

@@ -31,7 +31,7 @@ class HistoryPolicy:
     ttl: float = 300.0
 
     def __post_init__(self) -> None:
-        if self.size < 0 or self.ttl < 0:
+        if not (self.size >= 0 and self.ttl >= 0):  # also refuses NaN
             raise ConfigError(f"history size and ttl must be >= 0, got {self.size}, {self.ttl}")
 
 
@@ -88,10 +88,23 @@ class RoomLog:
         now = self.touched = self._clock()
         if self.policy.size:
             self._entries.append((now, publication))
-            if len(self._entries) > self.policy.size:
-                self._entries.popleft()
-            self._expire(now)
+            self._trim(now)
+        else:
+            # Nothing may be kept across an unkept message: recovery must never
+            # jump over an offset it does not hold.
+            self._entries.clear()
         return publication
+
+    def set_policy(self, policy: HistoryPolicy) -> None:
+        """Apply a new policy now (a smaller one trims at once)."""
+        self.policy = policy
+        self._trim(self._clock())
+
+    def _trim(self, now: float) -> None:
+        entries = self._entries
+        while len(entries) > self.policy.size:
+            entries.popleft()
+        self._expire(now)
 
     def _expire(self, now: float) -> None:
         horizon = now - self.policy.ttl

@@ -10,6 +10,7 @@ Structs and pydantic models their fields. This module does no I/O.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, final, overload
 
@@ -17,7 +18,7 @@ import msgspec
 
 from ._errors import EncodeError, InvalidMessage
 
-__all__ = ["Binary", "SocketMessage", "Text", "decode_as", "encode_json"]
+__all__ = ["Binary", "SocketMessage", "Text", "decode_as", "encode_json", "validation_error"]
 
 T = TypeVar("T")
 
@@ -73,10 +74,20 @@ def decode_as(payload: str | bytes, tp: type[T]) -> T:
     try:
         return msgspec.json.decode(payload, type=tp)
     except msgspec.ValidationError as exc:
-        reason, _, where = str(exc).partition(" - at `")
-        raise InvalidMessage(reason, where.rstrip("`") or None) from exc
+        raise validation_error(exc) from exc
     except msgspec.DecodeError as exc:
         raise InvalidMessage(f"malformed JSON: {exc}") from exc
+    except UnicodeEncodeError as exc:
+        raise InvalidMessage("text is not valid Unicode (lone surrogate)") from exc
+
+
+_QUOTED = re.compile(r" ?'[^']*'")
+
+
+def validation_error(exc: msgspec.ValidationError) -> InvalidMessage:
+    """msgspec's reason and field path, minus any quoted value the peer sent."""
+    reason, _, where = str(exc).partition(" - at `")
+    return InvalidMessage(_QUOTED.sub("", reason), where.rstrip("`") or None)
 
 
 class SocketMessage:
@@ -122,7 +133,7 @@ class SocketMessage:
             if tp is None:
                 return _decoder.decode(self.text)
             return decode_as(self.text, tp)
-        except (msgspec.DecodeError, InvalidMessage):
+        except (msgspec.DecodeError, InvalidMessage, UnicodeEncodeError):
             return None
 
 

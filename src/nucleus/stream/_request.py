@@ -8,10 +8,10 @@ authentication and origin checks, then to the :class:`WebSocket` they open.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.cookies import CookieError, SimpleCookie
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 __all__ = ["HandshakeRequest", "Headers"]
 
@@ -66,13 +66,24 @@ def _first_values(query: str) -> dict[str, str]:
 
 
 def _cookies(headers: Headers) -> dict[str, str]:
-    jar: SimpleCookie = SimpleCookie()
+    # RFC 6265 §5.4: "name=value" pairs separated by "; ". Parsed leniently, one
+    # pair at a time, so an odd cookie never hides the others; first value wins
+    # (the browser sends the most specific cookie first).
+    found: dict[str, str] = {}
     for header in headers.get_all("cookie"):
-        try:
-            jar.load(header)
-        except CookieError:
-            continue  # a malformed cookie header is ignored, not fatal
-    return {name: morsel.value for name, morsel in jar.items()}
+        for pair in header.split(";"):
+            name, sep, value = pair.partition("=")
+            name, value = name.strip(), value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            if sep and _COOKIE_NAME.fullmatch(name) and _COOKIE_VALUE.fullmatch(value):
+                found.setdefault(name, value)
+    return found
+
+
+# RFC 6265 §4.1.1: a name is an RFC 7230 token; a value is cookie-octets.
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_COOKIE_VALUE = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +121,16 @@ class HandshakeRequest:
         headers: Iterable[tuple[str, str]],
         remote_address: tuple[str, int] | None,
     ) -> HandshakeRequest:
-        """Build from a raw request target such as ``/ws/chat?token=abc``."""
-        parts = urlsplit(target)
-        return cls(parts.path or "/", parts.query, Headers(headers), remote_address)
+        """
+        Build from a raw request target such as ``/ws/chat?token=abc``.
+
+        The path is percent-decoded, as ASGI servers do, so both front doors
+        route ``/caf%C3%A9`` alike; a leading ``//`` stays part of the path.
+        """
+        path, _, rest = target.partition("?")
+        query = rest.partition("#")[0]
+        path = unquote(path.partition("#")[0]) or "/"
+        return cls(path, query, Headers(headers), remote_address)
 
     @property
     def origin(self) -> str | None:

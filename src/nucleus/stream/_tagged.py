@@ -13,6 +13,7 @@ from typing import Union
 import msgspec
 
 from ._errors import InvalidMessage
+from ._message import validation_error
 
 __all__ = ["ClientFrame", "Hello", "Msg", "Position", "Refresh", "Sub", "Unsub", "parse"]
 
@@ -61,7 +62,8 @@ def parse(text: str) -> ClientFrame:
         frame: ClientFrame = _decoder.decode(text)
         return frame
     except msgspec.ValidationError as exc:
-        reason, _, where = str(exc).partition(" - at `")
-        raise InvalidMessage(reason, where.rstrip("`") or None) from exc
+        raise validation_error(exc) from exc
     except msgspec.DecodeError as exc:
         raise InvalidMessage(f"malformed JSON: {exc}") from exc
+    except UnicodeEncodeError as exc:
+        raise InvalidMessage("text is not valid Unicode (lone surrogate)") from exc

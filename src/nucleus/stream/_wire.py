@@ -81,8 +81,8 @@ class Outgoing:
     server) or :attr:`raw_payload` / :attr:`tagged_payload` (ASGI).
     """
 
-    __slots__ = ("_raw_frame", "_tagged_frame", "_tagged_payload", "_tagged_text", "channel",
-                 "event", "message", "offset")
+    __slots__ = ("_raw_event", "_raw_frame", "_tagged_frame", "_tagged_payload", "_tagged_text",
+                 "channel", "event", "message", "offset")
 
     def __init__(
         self,
@@ -96,6 +96,7 @@ class Outgoing:
         self.offset = offset
         self.event = event
         self._raw_frame: bytes | None = None
+        self._raw_event: str | None = None
         self._tagged_frame: bytes | None = None
         self._tagged_payload: bytes | None = None
         self._tagged_text: str | None = None
@@ -112,11 +113,13 @@ class Outgoing:
         """
         if self.event is None or self.channel is None or not isinstance(self.message, Text):
             return self.message.payload
-        return (
-            '{"channel":' + _encode(self.channel).decode()
-            + ',"event":' + _encode(self.event).decode()
-            + ',"data":' + self.message.text + "}"
-        )
+        if self._raw_event is None:
+            self._raw_event = (
+                '{"channel":' + _encode(self.channel).decode()
+                + ',"event":' + _encode(self.event).decode()
+                + ',"data":' + self.message.text + "}"
+            )
+        return self._raw_event
 
     @property
     def tagged_payload(self) -> bytes:
