@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -87,3 +88,17 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+async def read_close_code(reader: asyncio.StreamReader) -> int:
+    """Read server frames (unmasked) until a close frame; return its code."""
+    while True:
+        head = await reader.readexactly(2)
+        opcode, length = head[0] & 0x0F, head[1] & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await reader.readexactly(8))
+        body = await reader.readexactly(length)
+        if opcode == 0x8:
+            return int(struct.unpack("!H", body[:2])[0])

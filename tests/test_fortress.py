@@ -401,18 +401,28 @@ async def test_token_in_the_query_string() -> None:
 async def test_token_in_the_cookie() -> None:
     token = Fortress.issue_token("alice", SECRET)
     cookie = ("Cookie", f"theme=dark; nucleus_token={token}")
-    claims = await Fortress.query_token(SECRET)(request(headers=[cookie]))
+    # Cookies are read only when the route names one (it must then check Origin).
+    assert await Fortress.query_token(SECRET)(request(headers=[cookie])) is None
+    claims = await Fortress.query_token(SECRET, cookie="nucleus_token")(request(headers=[cookie]))
     assert claims is not None and claims.user_id == "alice"
     renamed = Fortress.query_token(SECRET, cookie="sid")
     assert await renamed(request(headers=[cookie])) is None
     assert await renamed(request(headers=[("Cookie", f"sid={token}")])) is not None
 
 
+async def test_bearer_header_is_read_after_the_protocol_offer() -> None:
+    token = Fortress.issue_token("dan", SECRET)
+    auth = Fortress.query_token(SECRET)
+    claims = await auth(request(headers=[("Authorization", f"Bearer {token}")]))
+    assert claims is not None and claims.user_id == "dan"
+    assert await auth(request(headers=[("Authorization", f"Basic {token}")])) is None
+
+
 async def test_protocol_offer_wins_then_query_then_cookie() -> None:
     alice = Fortress.issue_token("alice", SECRET)
     bob = Fortress.issue_token("bob", SECRET)
     carol = Fortress.issue_token("carol", SECRET)
-    auth = Fortress.query_token(SECRET)
+    auth = Fortress.query_token(SECRET, cookie="nucleus_token")
     everything = request(
         f"/ws?token={bob}", [protocol_header(alice), ("Cookie", f"nucleus_token={carol}")]
     )

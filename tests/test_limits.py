@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 
 from websockets.asyncio.client import connect
 
 from nucleus.stream import SocketMessage, StreamServer
 
 from .conftest import Serve
-from .helpers import Recorder, port_of, raw_handshake, within
+from .helpers import Recorder, port_of, raw_handshake, read_close_code, within
 
 
 class _Signal(logging.Handler):
@@ -45,20 +44,6 @@ async def test_keepalive_drops_a_peer_that_stops_answering_pings(serve_native: S
         await server.hub.send_to(healthy_socket.id, SocketMessage.Text("still here"))
         assert await within(healthy.recv()) == "still here"
         writer.close()
-
-
-async def read_close_code(reader: asyncio.StreamReader) -> int:
-    """Read server frames (unmasked) until a close frame; return its code."""
-    while True:
-        head = await reader.readexactly(2)
-        opcode, length = head[0] & 0x0F, head[1] & 0x7F
-        if length == 126:
-            (length,) = struct.unpack("!H", await reader.readexactly(2))
-        elif length == 127:
-            (length,) = struct.unpack("!Q", await reader.readexactly(8))
-        body = await reader.readexactly(length)
-        if opcode == 0x8:
-            return int(struct.unpack("!H", body[:2])[0])
 
 
 async def test_slow_consumer_is_closed_with_1013_and_others_get_everything(

@@ -50,9 +50,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=3000)
 
+    token = commands.add_parser("token", help="print a development token signed with SECRET_KEY")
+    token.add_argument("user_id")
+    token.add_argument("--expires-in", type=float, default=3600.0, help="seconds (3600)")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         load_app(args.app).run(host=args.host, port=args.port)
+    elif args.command == "token":
+        from .fortress import SECRET_ENV, Fortress
+        from .stream import StreamError
+
+        secret = os.environ.get(SECRET_ENV)
+        if not secret:
+            raise SystemExit(f"{SECRET_ENV} is not set: export a random secret of at least "
+                             "32 bytes, e.g. SECRET_KEY=$(openssl rand -hex 32)")
+        try:
+            print(Fortress.issue_token(args.user_id, secret, expires_in=args.expires_in))
+        except StreamError as exc:
+            raise SystemExit(str(exc)) from None
     elif args.command == "demo":
         from .demo import create_app
 

@@ -24,6 +24,8 @@ Where the token travels, in the order :class:`TokenAuth` looks
         another offered subprotocol, never echo the token one; and as browsers fail a
         handshake that offered subprotocols and got none back, the client offers a
         real one next to the token.
+    ``Authorization: Bearer <jwt>``
+        For non-browser clients (and the browser client's refusal probe).
     ``?token=<jwt>``
         Works from any client, but URLs land in proxy and load-balancer access logs
         and in browser history. Keep such tokens short-lived.
@@ -111,6 +113,7 @@ class TokenSource(Enum):
     """Where :class:`TokenAuth` may look for a token, in the order it looks."""
 
     PROTOCOL = "protocol"
+    HEADER = "header"
     QUERY = "query"
     COOKIE = "cookie"
 
@@ -279,21 +282,26 @@ class Fortress:
         secret: str | None = None,
         *,
         param: str = "token",
-        cookie: str = DEFAULT_COOKIE,
+        cookie: str | None = None,
         leeway: float | timedelta = DEFAULT_LEEWAY,
         algorithms: Sequence[str] = ("HS256",),
         revoked: RevocationList | None = None,
     ) -> TokenAuth:
         """
-        Authenticate from the subprotocol offer, then ``?param=``, then the cookie.
+        Authenticate from the subprotocol offer, then ``Authorization: Bearer``,
+        then ``?param=`` (the guide's way), then, only if ``cookie`` names one,
+        that cookie (the route must then declare ``origins``).
 
         ``secret`` defaults to the ``SECRET_KEY`` environment variable.
         """
+        sources = [TokenSource.PROTOCOL, TokenSource.HEADER, TokenSource.QUERY]
+        if cookie is not None:
+            sources.append(TokenSource.COOKIE)
         return TokenAuth(
             secret,
-            sources=tuple(TokenSource),
+            sources=sources,
             param=param,
-            cookie=cookie,
+            cookie=cookie or DEFAULT_COOKIE,
             leeway=leeway,
             algorithms=algorithms,
             revoked=revoked,
@@ -389,10 +397,14 @@ class TokenAuth:
         _check_secret(self._secret, self._algorithms)
 
     async def __call__(self, request: HandshakeRequest) -> TokenClaims | None:
-        if not self._secret:
-            return None  # fail closed; check_config() reports it at startup
+        return self.verify(self._find_token(request))
+
+    def verify(self, token: str | None) -> TokenClaims | None:
+        """Verify one token with this route's settings (used for in-band refresh)."""
+        if not self._secret or token is None:
+            return None  # fail closed; check_config() reports a missing secret at startup
         return Fortress.decode(
-            self._find_token(request),
+            token,
             self._secret,
             leeway=self._leeway,
             algorithms=self._algorithms,
@@ -405,6 +417,10 @@ class TokenAuth:
                 for offer in request.subprotocols:
                     if offer.startswith(TOKEN_SUBPROTOCOL_PREFIX):
                         return offer[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+            elif source is TokenSource.HEADER:
+                scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+                if scheme.lower() == "bearer" and credentials.strip():
+                    return credentials.strip()
             elif source is TokenSource.QUERY:
                 if self._param in request.query:
                     return request.query[self._param]
