@@ -172,3 +172,84 @@ async def test_page_survives_a_server_process_restart(browser: Browser) -> None:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             await within(proc.wait(), 15)
+
+
+async def test_plain_browser_websocket_gets_exact_text_and_binary(browser: Browser) -> None:
+    app = create_relay()  # relays each frame to the room's other sockets, unchanged
+    host, port = await app.start("127.0.0.1", 0)
+    try:
+        page = await browser.new_page()
+        await page.goto(f"http://{host}:{port}/")
+        result = await page.evaluate("""async (url) => {
+            const open = () => new Promise((resolve) => {
+                const ws = new WebSocket(url);
+                ws.binaryType = "arraybuffer";
+                ws.onopen = () => resolve(ws);
+            });
+            const [a, b] = [await open(), await open()];
+            const next = (ws) => new Promise((resolve) => {
+                ws.onmessage = (e) => resolve(e.data);
+            });
+            const text = JSON.stringify({ type: "join", room: "général", n: [1, 2.5, null] });
+            let got = next(b); a.send(text); const gotText = await got;
+            got = next(b); a.send(new Uint8Array([0, 1, 2, 253, 254, 255]));
+            const gotBinary = await got;
+            const binary = gotBinary instanceof ArrayBuffer ? [...new Uint8Array(gotBinary)] : null;
+            return { text, gotText, textType: typeof gotText, binary };
+        }""", f"ws://{host}:{port}/ws")
+        assert result["gotText"] == result["text"] and result["textType"] == "string"
+        assert result["binary"] == [0, 1, 2, 253, 254, 255]
+    finally:
+        await app.aclose()
+
+
+AUTH_PAGE = b"""<!doctype html><ul id="list"></ul><script type="module">
+  import { connect } from "/nucleus/stream.js";
+  window.states = [];
+  window.errors = [];
+  window.tokens = 0;
+  const stream = connect(`ws://${location.host}/ws`, {
+    minDelay: 100, maxDelay: 500,
+    getToken: async () => { window.tokens += 1; return await window.issueToken(); },
+  });
+  stream.on("state", (s) => window.states.push(s));
+  stream.on("error", (e) => window.errors.push(e.code));
+  stream.on("message", (m) => { const li = document.createElement("li"); li.textContent = m;
+                               document.getElementById("list").append(li); });
+</script>"""
+
+
+async def test_get_token_is_called_on_reconnect_and_before_expiry(browser: Browser) -> None:
+    from nucleus.fortress import Fortress
+
+    secret = "b" * 32
+    app = StreamServer()
+    handler = create_relay().routes["/ws"].handler
+    app.route("/ws", handler, auth=Fortress.query_token(secret))
+    app.static("/", AUTH_PAGE, "text/html; charset=utf-8")
+    host, port = await app.start("127.0.0.1", 0)
+    try:
+        page = await browser.new_page()
+        # Tokens live 3 s: the page must refresh in-band to outlive the first one.
+        await page.expose_function(
+            "issueToken", lambda: Fortress.issue_token("ann", secret, expires_in=3))
+        await page.goto(f"http://{host}:{port}/")
+        await page.wait_for_function("window.states.includes('open')")
+        (socket_id,) = app.hub.room_members("general")
+        assert app.hub.get_socket(socket_id).user_id == "ann"
+        # Refreshes come at half of each token's remaining life (1.5 s, 3 s, 3.75 s
+        # after connecting): by the fourth token the first one (3 s) has expired,
+        # and the same socket is still served.
+        await page.wait_for_function("window.tokens >= 4", timeout=15_000)
+        assert app.hub.room_members("general") == [socket_id]
+        await app.hub.send_to(socket_id, SocketMessage.Text("still served"))
+        assert await wait_rendered(page, 1) == ["still served"]
+        # A reconnect asks for a fresh token again.
+        before = await page.evaluate("window.tokens")
+        app.hub.get_socket(socket_id)._conn._abort()  # type: ignore[attr-defined]
+        await page.wait_for_function(f"window.tokens > {before}", timeout=10_000)
+        await page.wait_for_function("window.states.filter(s => s === 'open').length >= 2",
+                                     timeout=10_000)
+        assert await page.evaluate("window.errors") == []
+    finally:
+        await app.aclose()
