@@ -83,12 +83,17 @@ class StreamHub:
 
     async def leave_room(self, socket_id: str, room: str) -> None:
         """Remove a socket from a room (no error if it was not a member)."""
-        socket = self._registry.get(socket_id)
-        if self._registry.leave(socket_id, _check_room(room)):
-            if socket._conn.tagged:
-                self._control(socket, {"type": "left", "channel": room})
-            if not self._registry.members(room):
-                await self.backend.room_inactive(room)
+        await self._leave(self._registry.get(socket_id), _check_room(room))
+
+    async def _leave(self, socket: WebSocket, room: str, request_id: int | None = None) -> None:
+        left = self._registry.leave(socket.id, room)
+        if socket._conn.tagged and (left or request_id is not None):
+            answer: dict[str, Any] = {"type": "left", "channel": room}
+            if request_id is not None:
+                answer["id"] = request_id
+            self._control(socket, answer)
+        if left and not self._registry.members(room):
+            await self.backend.room_inactive(room)
 
     async def _join(
         self,

@@ -321,13 +321,7 @@ class Session:
             if allowed is False:
                 self._error("forbidden", f"leaving {channel!r} is not allowed", frame.id, channel)
                 return
-            self.hub._registry.leave(socket.id, channel)
-            if not self.hub._registry.members(channel):
-                await self.hub.backend.room_inactive(channel)
-        answer: dict[str, Any] = {"type": "left", "channel": channel}
-        if frame.id is not None:
-            answer["id"] = frame.id
-        self.hub._control(socket, answer)
+        await self.hub._leave(socket, channel, frame.id)
 
     def _error(self, code: str, message: str, request_id: int | None = None,
                channel: str | None = None) -> None:
