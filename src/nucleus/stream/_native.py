@@ -16,11 +16,12 @@ No task or timer exists for an idle socket; one sweep per server does keepalive.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
 import http
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from websockets.datastructures import Headers as WsHeaders
 from websockets.frames import Frame, Opcode
@@ -47,6 +48,22 @@ _ws_logger = logging.getLogger("nucleus.stream.protocol")
 _ws_logger.setLevel(logging.WARNING)  # websockets logs every open/close at INFO
 
 _OPEN = State.OPEN
+
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class _ServerProtocol(ServerProtocol):
+    """websockets' server protocol, answering a close that arrives mid-message."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        # RFC 6455 §5.4 lets control frames interleave with a fragmented
+        # message, and §5.5.1 requires a close to be answered with a close;
+        # websockets fails with 1002 instead (Autobahn 7.1.5). The unfinished
+        # message is dropped either way.
+        if frame.opcode is Opcode.CLOSE:
+            self.current_size = None
+        super().recv_frame(frame)
 
 
 def select_subprotocol(
@@ -77,7 +94,6 @@ class NativeConnection(asyncio.Protocol, Connection):
         "_counted_ip",
         "_eof",
         "_frag",
-        "_frag_text",
         "_last_seen",
         "_max_send_queue",
         "_open",
@@ -88,12 +104,13 @@ class NativeConnection(asyncio.Protocol, Connection):
         "_session",
         "_timer",
         "_transport",
+        "_utf8",
         "tagged",
     )
 
     def __init__(self, server: NativeServer) -> None:
         self._server = server
-        self._proto = ServerProtocol(
+        self._proto = _ServerProtocol(
             select_subprotocol=select_subprotocol,
             max_size=server.app.limits.max_message_size,
             logger=_ws_logger,
@@ -104,8 +121,10 @@ class NativeConnection(asyncio.Protocol, Connection):
         self._max_send_queue = server.app.limits.max_send_queue
         self._open = False
         self._eof = False
-        self._frag: list[bytes] | None = None
-        self._frag_text = False
+        self._frag: list[Any] | None = None  # str parts for text, bytes for binary
+        # Set while a fragmented text message arrives: its UTF-8 is checked
+        # fragment by fragment, so a bad one fails at once (RFC 6455 §8.1).
+        self._utf8: codecs.IncrementalDecoder | None = None
         self._seen = False
         self._last_seen = 0.0
         self._ping_sent: float | None = None
@@ -229,6 +248,9 @@ class NativeConnection(asyncio.Protocol, Connection):
         self._max_send_queue = route.max_send_queue
         response = proto.accept(request)
         proto.send_response(response)
+        # websockets' parser generator keeps the request alive for the whole
+        # connection; its headers are copied into ``hs``, so free them (~1 KiB).
+        request.headers.clear()
         if response.status_code != 101:
             return
         self._open = True
@@ -260,19 +282,42 @@ class NativeConnection(asyncio.Protocol, Connection):
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if frame.fin:
                 self._message(opcode is Opcode.TEXT, bytes(frame.data))
-            else:
-                self._frag = [bytes(frame.data)]
-                self._frag_text = opcode is Opcode.TEXT
+                return
+            self._frag = []
+            self._utf8 = _utf8_decoder() if opcode is Opcode.TEXT else None
+            self._fragment(bytes(frame.data), False)
         elif opcode is Opcode.CONT:
-            assert self._frag is not None  # the protocol checks continuation order
-            self._frag.append(bytes(frame.data))
-            if frame.fin:
-                data, self._frag = b"".join(self._frag), None
-                self._message(self._frag_text, data)
+            self._fragment(bytes(frame.data), frame.fin)
         elif opcode is Opcode.PONG:
             self._ping_sent = None
         elif opcode is Opcode.CLOSE:
             self._open = False  # the protocol answers and ends the connection
+
+    def _fragment(self, data: bytes, fin: bool) -> None:
+        parts = self._frag
+        assert parts is not None  # the protocol checks continuation order
+        utf8 = self._utf8
+        if utf8 is not None:
+            try:
+                parts.append(utf8.decode(data, fin))
+            except UnicodeDecodeError:
+                self._invalid_utf8()
+                return
+        else:
+            parts.append(data)
+        if not fin:
+            return
+        self._frag = self._utf8 = None
+        assert self._session is not None
+        if utf8 is not None:
+            self._session.received(Text("".join(parts)))
+        else:
+            self._session.received(Binary(b"".join(parts)))
+
+    def _invalid_utf8(self) -> None:
+        # RFC 6455 §8.1: invalid UTF-8 in a text message fails the connection.
+        self._proto.fail(1007, "invalid UTF-8 in a text message")
+        self._open = False
 
     def _message(self, is_text: bool, data: bytes) -> None:
         assert self._session is not None
@@ -280,9 +325,7 @@ class NativeConnection(asyncio.Protocol, Connection):
             try:
                 text = data.decode()
             except UnicodeDecodeError:
-                # RFC 6455 §8.1: invalid UTF-8 in a text message fails the connection.
-                self._proto.fail(1007, "invalid UTF-8 in a text message")
-                self._open = False
+                self._invalid_utf8()
                 return
             self._session.received(Text(text))
         else:

@@ -28,22 +28,28 @@ class Headers(Mapping[str, str]):
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: tuple[tuple[str, str], ...] = tuple(items)
-        index: dict[str, str] = {}
-        for name, value in self._items:
-            index.setdefault(name.lower(), value)
-        self._index = index
+        self._index: dict[str, str] | None = None  # built on first lookup
+
+    @property
+    def _lookup(self) -> dict[str, str]:
+        if self._index is None:
+            index: dict[str, str] = {}
+            for name, value in self._items:
+                index.setdefault(name.lower(), value)
+            self._index = index
+        return self._index
 
     def __getitem__(self, name: str) -> str:
-        return self._index[name.lower()]
+        return self._lookup[name.lower()]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
+        return isinstance(name, str) and name.lower() in self._lookup
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
+        return iter(self._lookup)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._lookup)
 
     def get_all(self, name: str) -> list[str]:
         """Every value of header ``name``, in the order received."""
@@ -55,7 +61,7 @@ class Headers(Mapping[str, str]):
         return self._items
 
     def __repr__(self) -> str:
-        return f"Headers({list(self._index)!r})"
+        return f"Headers({list(self._lookup)!r})"
 
 
 def _first_values(query: str) -> dict[str, str]:

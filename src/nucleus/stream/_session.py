@@ -82,7 +82,8 @@ class Session:
         self._owner = owner
         self._pause = pause
         self._resume = resume
-        self._inbox: deque[Any] = deque()
+        # Created when work arrives, dropped when drained: an idle socket holds none.
+        self._inbox: deque[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self._paused = False
         self._closed = False
@@ -142,7 +143,7 @@ class Session:
             self._on_first_tagged_frame(msg)
             return
         self._push(msg)
-        if not self._paused and len(self._inbox) >= PAUSE_AT:
+        if not self._paused and self._inbox is not None and len(self._inbox) >= PAUSE_AT:
             self._paused = True
             self._pause()
 
@@ -167,12 +168,15 @@ class Session:
     # dispatch
 
     def _push(self, item: Any) -> None:
+        if self._inbox is None:
+            self._inbox = deque()
         self._inbox.append(item)
         if self._task is None:
             self._task = self._owner.spawn(self._drain(), name=f"socket {self.socket.id}")
 
     async def _drain(self) -> None:
         inbox = self._inbox
+        assert inbox is not None
         try:
             while inbox:
                 item = inbox.popleft()
@@ -189,6 +193,8 @@ class Session:
                     await self._on_message(item)
         finally:
             self._task = None
+            if not inbox:
+                self._inbox = None
 
     async def _on_message(self, msg: SocketMessage) -> None:
         """Validate against the route's model, if any, then hand to ``on_message``."""
