@@ -253,3 +253,35 @@ async def test_get_token_is_called_on_reconnect_and_before_expiry(browser: Brows
         assert await page.evaluate("window.errors") == []
     finally:
         await app.aclose()
+
+
+async def test_sends_queued_while_away_arrive_in_order_and_offline_pauses(
+    browser: Browser,
+) -> None:
+    app = create_relay()
+    host, port = await app.start("127.0.0.1", 0)
+    try:
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(f"http://{host}:{port}/")
+        await page.wait_for_function("window.states.includes('open')")
+        async with connect(f"ws://{host}:{port}/ws", max_queue=None) as listener:
+            # The browser goes offline: the client stops retrying and queues sends.
+            await context.set_offline(True)
+            await page.evaluate("window.dispatchEvent(new Event('offline'))")
+            await page.wait_for_function("window.stream.state === 'reconnecting'")
+            await page.evaluate("for (let i = 0; i < 5; i++) window.stream.send(`q${i}`)")
+            full = await page.evaluate("""() => {
+                try { for (let i = 0; i < 2000; i++) window.stream.send('x'); return null; }
+                catch (e) { return e.message; }
+            }""")
+            assert full is not None and "queue is full" in full
+            assert app.hub.connection_count == 1  # only the listener: no retries offline
+            # Back online: it reconnects at once and flushes the queue in order.
+            await context.set_offline(False)
+            await page.evaluate("window.dispatchEvent(new Event('online'))")
+            got = [await within(listener.recv()) for _ in range(5)]
+            assert got == [f"q{i}" for i in range(5)]
+        await context.close()
+    finally:
+        await app.aclose()
