@@ -336,7 +336,11 @@ class NativeConnection(asyncio.Protocol, Connection):
     def deliver(self, out: Outgoing) -> None:
         if not self._open:
             return
-        frame = out.tagged_frame if self.tagged else out.raw_frame
+        # The cached bytes first: the property (which encodes) runs once per broadcast.
+        if self.tagged:
+            frame = out._tagged_frame or out.tagged_frame
+        else:
+            frame = out._raw_frame or out.raw_frame
         buf = self._buf
         if not buf:
             self._server.mark_dirty(self)
