@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
 
 __all__ = ["HandshakeRequest", "Headers"]
@@ -92,33 +91,70 @@ _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _COOKIE_VALUE = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
 
 
-@dataclass(frozen=True, slots=True)
 class HandshakeRequest:
     """
     One WebSocket opening handshake (or plain HTTP request) received by a route.
 
     ``query`` keeps the first value of each parameter; ``subprotocols`` lists the
-    ``Sec-WebSocket-Protocol`` values the client offered, in order.
+    ``Sec-WebSocket-Protocol`` values the client offered, in order. Each is
+    parsed on first use: most sockets never read their cookies.
     """
+
+    __slots__ = ("_cookies", "_query", "_subprotocols", "headers", "path", "query_string",
+                 "remote_address")
+
+    def __init__(
+        self,
+        path: str,
+        query_string: str,
+        headers: Headers,
+        remote_address: tuple[str, int] | None,
+    ) -> None:
+        init = object.__setattr__  # immutable once built, like a frozen dataclass
+        init(self, "path", path)
+        init(self, "query_string", query_string)
+        init(self, "headers", headers)
+        init(self, "remote_address", remote_address)
+        init(self, "_query", None)
+        init(self, "_cookies", None)
+        init(self, "_subprotocols", None)
 
     path: str
     query_string: str
     headers: Headers
     remote_address: tuple[str, int] | None
-    query: Mapping[str, str] = field(init=False)
-    cookies: Mapping[str, str] = field(init=False)
-    subprotocols: tuple[str, ...] = field(init=False)
+    _query: Mapping[str, str] | None
+    _cookies: Mapping[str, str] | None
+    _subprotocols: tuple[str, ...] | None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "query", _first_values(self.query_string))
-        object.__setattr__(self, "cookies", _cookies(self.headers))
-        offered = [
-            item.strip()
-            for header in self.headers.get_all("sec-websocket-protocol")
-            for item in header.split(",")
-            if item.strip()
-        ]
-        object.__setattr__(self, "subprotocols", tuple(offered))
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"HandshakeRequest is immutable: cannot set {name!r}")
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        if self._query is None:
+            object.__setattr__(self, "_query", _first_values(self.query_string))
+        return self._query  # type: ignore[return-value]
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        if self._cookies is None:
+            object.__setattr__(self, "_cookies", _cookies(self.headers))
+        return self._cookies  # type: ignore[return-value]
+
+    @property
+    def subprotocols(self) -> tuple[str, ...]:
+        if self._subprotocols is None:
+            object.__setattr__(self, "_subprotocols", tuple(
+                item.strip()
+                for header in self.headers.get_all("sec-websocket-protocol")
+                for item in header.split(",")
+                if item.strip()
+            ))
+        return self._subprotocols  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"HandshakeRequest(path={self.path!r}, remote_address={self.remote_address!r})"
 
     @classmethod
     def from_target(
