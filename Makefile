@@ -21,7 +21,7 @@ browser-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples
+	$(VENV)/bin/ruff check src tests examples bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -32,11 +32,13 @@ unit: $(STAMP)
 
 test: $(STAMP) browser-deps lint typecheck unit
 
+# The full side-by-side run (~20 min): peers and the chart need bench/requirements.txt.
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) -m bench
 
 bench-smoke: $(STAMP)
-	$(PY) -m bench --smoke
+	$(PY) -m bench --smoke --servers nucleus,websockets --require nucleus
 
 clean:
 	rm -rf $(VENV) bench/.build
