@@ -124,3 +124,22 @@ async def test_revoked_tokens_and_disconnect_user(serve: Serve) -> None:
     assert refused.value.response.status_code == 401
     assert await server.hub.online_users() == ["bob"]
     await other.close()
+
+
+async def test_handler_authenticate_hook_runs_before_the_upgrade(serve: Serve) -> None:
+    from nucleus.stream import HandshakeRequest
+
+    class ApiKeys(Recorder):
+        async def authenticate(self, request: HandshakeRequest) -> str | None:
+            return {"k-ann": "ann"}.get(request.headers.get("x-api-key", ""))
+
+    handler = ApiKeys()
+    server = StreamServer()
+    server.route("/ws", handler)
+    base = await serve(server)
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(f"{base}/ws", additional_headers={"X-Api-Key": "wrong"})
+    assert refused.value.response.status_code == 401
+    assert handler.events.empty()  # on_connect never ran
+    async with connect(f"{base}/ws", additional_headers={"X-Api-Key": "k-ann"}):
+        assert (await within(handler.connected.get())).user_id == "ann"

@@ -285,3 +285,39 @@ async def test_sends_queued_while_away_arrive_in_order_and_offline_pauses(
         await context.close()
     finally:
         await app.aclose()
+
+
+async def test_a_refused_token_stops_reconnecting(browser: Browser) -> None:
+    from nucleus.fortress import Fortress
+
+    secret = "r" * 32
+    app = StreamServer()
+    app.route("/ws", create_relay().routes["/ws"].handler, auth=Fortress.query_token(secret))
+    app.static("/", AUTH_PAGE, "text/html; charset=utf-8")
+    attempts = 0
+    original = app.door.check
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal attempts
+        attempts += 1
+        return original(*args, **kwargs)
+
+    app.door.check = counting  # type: ignore[method-assign]
+    host, port = await app.start("127.0.0.1", 0)
+    try:
+        page = await browser.new_page()
+        # Every token this page gets is forged: the server answers 401.
+        await page.expose_function(
+            "issueToken", lambda: Fortress.issue_token("eve", "f" * 32, expires_in=60))
+        await page.goto(f"http://{host}:{port}/")
+        await page.wait_for_function("window.states.at(-1) === 'closed'", timeout=15_000)
+        assert "unauthorized" in await page.evaluate("window.errors")
+        settled = attempts
+        # Closed for good: another connection to the page's server proves
+        # the loop is alive, and the page has not tried again meanwhile.
+        async with connect(f"ws://{host}:{port}/ws?token={Fortress.issue_token('ok', secret)}"):
+            pass
+        assert attempts == settled + 1
+        assert app.hub.connection_count == 0
+    finally:
+        await app.aclose()
