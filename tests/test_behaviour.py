@@ -108,9 +108,6 @@ async def test_state_is_gone_before_on_disconnect_which_runs_once(serve: Serve) 
 
     handler.on_disconnect_check = check
 
-    class Identify(Recorder):
-        pass
-
     server = StreamServer()
     server.route("/ws", handler)
     base = await serve(server)

@@ -134,15 +134,13 @@ class MemoryBackend(Backend):
         event: str | None = None,
         exclude: frozenset[str] | None = None,
     ) -> int:
-        if room not in self._active and room not in self._logs and not self.default_policy.size:
+        active = room in self._active
+        if not active and room not in self._logs and not self.default_policy.size:
             return 0  # nobody listens and nothing is kept: don't allocate a log
-        log = self._log(room)
-        publication = log.append(message, room, event)
-        if self._delivery is not None and room in self._active:
+        publication = self._log(room).append(message, room, event)
+        if active and self._delivery is not None:
             self._delivery.deliver_room(publication, exclude)
-        if room not in self._active and log.is_idle():
-            del self._logs[room]
-        return publication.offset
+        return publication.offset  # an unwatched room's log goes at the next sweep
 
     async def publish_user(self, user_id: str, message: SocketMessage) -> None:
         if self._delivery is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, final, overload
 
 import msgspec
@@ -172,6 +171,3 @@ _Text = Text
 _Binary = Binary
 SocketMessage.Text = Text
 SocketMessage.Binary = Binary
-
-# Keep a reference for callers that want the decoder without importing msgspec.
-decode_json: Callable[[str | bytes], Any] = _decoder.decode
