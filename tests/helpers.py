@@ -6,7 +6,7 @@ import asyncio
 import base64
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nucleus.stream import SocketMessage, StreamHandler, StreamHub, WebSocket
@@ -30,7 +30,7 @@ class Recorder(StreamHandler):
         self.connected: asyncio.Queue[WebSocket] = asyncio.Queue()
         self.disconnected: asyncio.Queue[str] = asyncio.Queue()
         self.disconnect_counts: dict[str, int] = {}
-        self.on_disconnect_check: Callable[[StreamHub, str], None] | None = None
+        self.on_disconnect_check: Callable[[StreamHub, str], Awaitable[None]] | None = None
 
     async def on_connect(self, hub: StreamHub, socket: WebSocket) -> None:
         self.sockets[socket.id] = socket
@@ -47,7 +47,7 @@ class Recorder(StreamHandler):
     async def on_disconnect(self, hub: StreamHub, socket_id: str) -> None:
         self.disconnect_counts[socket_id] = self.disconnect_counts.get(socket_id, 0) + 1
         if self.on_disconnect_check is not None:
-            self.on_disconnect_check(hub, socket_id)
+            await self.on_disconnect_check(hub, socket_id)
         await self.events.put(("disconnect", socket_id, None))
         await self.disconnected.put(socket_id)
 

@@ -36,7 +36,7 @@ async def test_guide_pattern_refuses_in_on_connect_with_1008(
         await hub.send_to_user("alice", SocketMessage.json({"note": "hi"}))
         assert json.loads(await within(alice.recv())) == {"note": "hi"}
         assert await hub.online_users() == ["alice"]
-        (socket_id,) = hub.room_members("user:alice")
+        (socket_id,) = await hub.room_members("user:alice")
         assert hub.get_socket(socket_id).user_id == "alice"
 
 

@@ -98,13 +98,13 @@ async def test_state_is_gone_before_on_disconnect_which_runs_once(serve: Serve) 
     handler = Recorder(rooms=("a", "b"))
     seen: list[tuple[bool, list[str], list[str]]] = []
 
-    def check(hub: StreamHub, socket_id: str) -> None:
+    async def check(hub: StreamHub, socket_id: str) -> None:
         try:
-            hub.rooms_of(socket_id)
+            await hub.rooms_of(socket_id)
             known = True
         except SocketNotFound:
             known = False
-        seen.append((known, hub.room_members("a"), hub._registry.users()))
+        seen.append((known, await hub.room_members("a"), await hub.online_users()))
 
     handler.on_disconnect_check = check
 
@@ -191,7 +191,7 @@ async def test_many_connect_disconnect_cycles_leave_nothing_behind(
     await within(asyncio.gather(*(cycle(n) for n in range(cycles))), 240)
     await within(handler.all_done.wait(), 60)
     assert handler.disconnects == cycles
-    assert server.hub.connection_count == 0
+    assert await server.hub.connection_count() == 0
     assert server.hub._is_empty()
     assert await server.hub.online_users() == []
     # Room positions are kept for the history window so clients can resume;
@@ -263,7 +263,7 @@ async def test_hub_addresses_sockets_users_and_rooms(serve: Serve) -> None:
         await hub.identify(s_other.id, "bob")
         assert s_phone.user_id == "alice"
         assert await hub.online_users() == ["alice", "bob"]
-        assert hub.connection_count == 3
+        assert await hub.connection_count() == 3
 
         await hub.send_to_user("alice", SocketMessage.json({"n": 1}))
         assert json.loads(await within(phone.recv())) == {"n": 1}
@@ -274,8 +274,8 @@ async def test_hub_addresses_sockets_users_and_rooms(serve: Serve) -> None:
 
         await hub.join_room(s_phone.id, "team")
         await hub.join_room(s_other.id, "team")
-        assert sorted(hub.room_members("team")) == sorted([s_phone.id, s_other.id])
-        assert hub.rooms_of(s_phone.id) == frozenset({"team"})
+        assert sorted(await hub.room_members("team")) == sorted([s_phone.id, s_other.id])
+        assert await hub.rooms_of(s_phone.id) == frozenset({"team"})
         await hub.broadcast_to_room("team", SocketMessage.Text("to team"), exclude=s_phone.id)
         assert await within(other.recv()) == "to team"
         await hub.leave_room(s_other.id, "team")

@@ -91,7 +91,7 @@ async def test_messages_sent_while_dropped_arrive_once_in_order(browser: Browser
             await hub.broadcast_to_room("general", SocketMessage.Text(f"m{n}"))
         await wait_rendered(page, 5)
         # The server drops the page's connection, then keeps broadcasting at once.
-        (socket_id,) = hub.room_members("general")
+        (socket_id,) = await hub.room_members("general")
         hub.get_socket(socket_id)._conn._abort()  # type: ignore[attr-defined]
         for n in range(5, 15):
             await hub.broadcast_to_room("general", SocketMessage.Text(f"m{n}"))
@@ -111,14 +111,15 @@ async def test_messages_sent_while_dropped_arrive_once_in_order(browser: Browser
 async def test_page_away_longer_than_history_gets_a_gap(browser: Browser) -> None:
     app = StreamServer()
     relay = create_relay()
-    app.route("/ws", relay.routes["/ws"].handler, history=HistoryPolicy(size=5, ttl=60))
+    app.route("/ws", relay.routes["/ws"].handler)
+    app.history("*", HistoryPolicy(size=5, ttl=60))
     app.static("/", relay.statics["/"].body, "text/html; charset=utf-8")
     host, port = await app.start("127.0.0.1", 0)
     try:
         page = await open_relay_page(browser, f"http://{host}:{port}/")
         await app.hub.broadcast_to_room("general", SocketMessage.Text("before"))
         await wait_rendered(page, 1)
-        (socket_id,) = app.hub.room_members("general")
+        (socket_id,) = await app.hub.room_members("general")
         app.hub.get_socket(socket_id)._conn._abort()  # type: ignore[attr-defined]
         for n in range(10):  # more than the 5 kept
             await app.hub.broadcast_to_room("general", SocketMessage.Text(f"lost{n}"))
@@ -235,13 +236,13 @@ async def test_get_token_is_called_on_reconnect_and_before_expiry(browser: Brows
             "issueToken", lambda: Fortress.issue_token("ann", secret, expires_in=3))
         await page.goto(f"http://{host}:{port}/")
         await page.wait_for_function("window.states.includes('open')")
-        (socket_id,) = app.hub.room_members("general")
+        (socket_id,) = await app.hub.room_members("general")
         assert app.hub.get_socket(socket_id).user_id == "ann"
         # Refreshes come at half of each token's remaining life (1.5 s, 3 s, 3.75 s
         # after connecting): by the fourth token the first one (3 s) has expired,
         # and the same socket is still served.
         await page.wait_for_function("window.tokens >= 4", timeout=15_000)
-        assert app.hub.room_members("general") == [socket_id]
+        assert await app.hub.room_members("general") == [socket_id]
         await app.hub.send_to(socket_id, SocketMessage.Text("still served"))
         assert await wait_rendered(page, 1) == ["still served"]
         # A reconnect asks for a fresh token again.
@@ -276,7 +277,7 @@ async def test_sends_queued_while_away_arrive_in_order_and_offline_pauses(
                 catch (e) { return e.message; }
             }""")
             assert full is not None and "queue is full" in full
-            assert app.hub.connection_count == 1  # only the listener: no retries offline
+            assert await app.hub.connection_count() == 1  # only the listener: no retries offline
             # Back online: it reconnects at once and flushes the queue in order.
             await context.set_offline(False)
             await page.evaluate("window.dispatchEvent(new Event('online'))")
@@ -318,6 +319,6 @@ async def test_a_refused_token_stops_reconnecting(browser: Browser) -> None:
         async with connect(f"ws://{host}:{port}/ws?token={Fortress.issue_token('ok', secret)}"):
             pass
         assert attempts == settled + 1
-        assert app.hub.connection_count == 0
+        assert await app.hub.connection_count() == 0
     finally:
         await app.aclose()

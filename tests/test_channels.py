@@ -51,7 +51,7 @@ async def test_raw_and_tagged_clients_each_get_their_format(serve: Serve) -> Non
             ("chat", {"n": 1}), ("chat", "plain words"), ("chat", {"user": "ann"})]
         offsets = [o for _, o, _ in got]
         assert offsets == list(range(offsets[0], offsets[0] + 3))
-        await server.hub.send_to(next(iter(server.hub.room_members("chat"))),
+        await server.hub.send_to((await server.hub.room_members("chat"))[0],
                                  SocketMessage.Text("direct"))
     await tagged.close()
 
@@ -96,7 +96,7 @@ async def test_subscriptions_ask_the_handler_and_refusals_are_clear(serve: Serve
     assert (await within(client.pubs.get()))[2] == "headline"
     await client.send({"type": "unsub", "id": 4, "channel": "news"})
     assert (await client.next_control("left"))["id"] == 4
-    assert server.hub.room_members("news") == []
+    assert await server.hub.room_members("news") == []
     await client.close()
 
 
@@ -201,7 +201,8 @@ async def test_replay_races_live_broadcasts_without_gap_or_duplicate(serve: Serv
 
 async def test_many_reconnects_under_load_lose_nothing(serve: Serve) -> None:
     server = StreamServer()
-    server.route("/ws", Recorder(rooms=("load",)), history=HistoryPolicy(size=2000, ttl=60))
+    server.route("/ws", Recorder(rooms=("load",)))
+    server.history("load", HistoryPolicy(size=2000, ttl=60))
     hub = server.hub
     base = await serve(server)
     clients = [TaggedClient(f"{base}/ws") for _ in range(5)]
@@ -260,7 +261,8 @@ async def test_gap_is_reported_when_history_cannot_fill_it(serve: Serve) -> None
 
 async def test_history_size_zero_turns_recovery_off(serve: Serve) -> None:
     server = StreamServer()
-    server.route("/ws", Recorder(rooms=("r",)), history=HistoryPolicy(size=0))
+    server.route("/ws", Recorder(rooms=("r",)))
+    server.history("r", HistoryPolicy(size=0))
     base = await serve(server)
     client = TaggedClient(f"{base}/ws")
     await client.open("r")

@@ -154,6 +154,13 @@ def test_another_epoch_is_not_recovered() -> None:
 # -- MemoryBackend ----------------------------------------------------------------
 
 
+async def publish(
+    backend: MemoryBackend, room: str, message: SocketMessage, event: str | None = None,
+    exclude: frozenset[str] | None = None, policy: HistoryPolicy | None = None,
+) -> int:
+    return await backend.publish(room, message, event, exclude, policy or backend.default_policy)
+
+
 async def started(backend: MemoryBackend) -> RecordingDelivery:
     delivery = RecordingDelivery()
     await backend.start(delivery)
@@ -163,31 +170,31 @@ async def started(backend: MemoryBackend) -> RecordingDelivery:
 async def test_publish_numbers_each_room_separately() -> None:
     backend = MemoryBackend(clock=Clock())
     await started(backend)
-    await backend.room_active("a", None)
-    await backend.room_active("b", None)
-    numbers = [await backend.publish(room, text(0)) for room in ("a", "a", "b", "a", "b")]
+    await backend.room_active("a", backend.default_policy)
+    await backend.room_active("b", backend.default_policy)
+    numbers = [await publish(backend, room, text(0)) for room in ("a", "a", "b", "a", "b")]
     assert numbers == [1, 2, 1, 3, 2]
 
 
 async def test_publish_delivers_only_while_the_room_is_active() -> None:
     backend = MemoryBackend(clock=Clock())
     delivery = await started(backend)
-    assert await backend.publish("r", text(1)) == 1  # numbered and kept, delivered nowhere
+    assert await publish(backend, "r", text(1)) == 1  # numbered and kept, delivered nowhere
     assert delivery.rooms == []
-    await backend.room_active("r", None)
-    await backend.publish("r", text(2), event="ev", exclude=frozenset({"s1"}))
+    await backend.room_active("r", backend.default_policy)
+    await publish(backend, "r", text(2), event="ev", exclude=frozenset({"s1"}))
     assert delivery.rooms == [(Publication("r", 2, text(2), "ev"), frozenset({"s1"}))]
     await backend.room_inactive("r")
-    await backend.publish("r", text(3))
+    await publish(backend, "r", text(3))
     assert len(delivery.rooms) == 1
 
 
 async def test_nothing_is_delivered_after_aclose() -> None:
     backend = MemoryBackend(clock=Clock())
     delivery = await started(backend)
-    await backend.room_active("r", None)
+    await backend.room_active("r", backend.default_policy)
     await backend.aclose()
-    await backend.publish("r", text(1))
+    await publish(backend, "r", text(1))
     await backend.publish_user("ada", text(1))
     assert (delivery.rooms, delivery.users) == ([], [])
 
@@ -203,15 +210,15 @@ async def test_recover_after_members_return_within_the_ttl() -> None:
     clock = Clock()
     backend = MemoryBackend(HistoryPolicy(size=10, ttl=60.0), clock=clock)
     await started(backend)
-    await backend.room_active("r", None)
+    await backend.room_active("r", backend.default_policy)
     for n in range(1, 4):
-        await backend.publish("r", text(n))
-    epoch = (await backend.recover("r", None, None)).epoch
+        await publish(backend, "r", text(n))
+    epoch = (await backend.recover("r", None, None, backend.default_policy)).epoch
     await backend.room_inactive("r")
     clock.now += 59
     backend.sweep()
-    await backend.room_active("r", None)
-    recovery = await backend.recover("r", epoch, 1)
+    await backend.room_active("r", backend.default_policy)
+    recovery = await backend.recover("r", epoch, 1, backend.default_policy)
     assert (recovery.epoch, recovery.recovered) == (epoch, True)
     assert offsets(recovery.publications) == [2, 3]
 
@@ -221,9 +228,9 @@ async def test_idle_logs_of_inactive_rooms_are_swept_after_the_ttl() -> None:
     backend = MemoryBackend(HistoryPolicy(size=10, ttl=60.0), clock=clock)
     await started(backend)
     for room in ("gone", "kept"):
-        await backend.room_active(room, None)
-        await backend.publish(room, text(1))
-    old_epoch = (await backend.recover("gone", None, None)).epoch
+        await backend.room_active(room, backend.default_policy)
+        await publish(backend, room, text(1))
+    old_epoch = (await backend.recover("gone", None, None, backend.default_policy)).epoch
     await backend.room_inactive("gone")
     assert backend.room_logs() == 2
     clock.now += 60
@@ -232,8 +239,8 @@ async def test_idle_logs_of_inactive_rooms_are_swept_after_the_ttl() -> None:
     clock.now += 1
     await backend.housekeeping()
     assert backend.room_logs() == 1  # an active room is never swept, however old
-    await backend.room_active("gone", None)
-    recovery = await backend.recover("gone", old_epoch, 1)
+    await backend.room_active("gone", backend.default_policy)
+    recovery = await backend.recover("gone", old_epoch, 1, backend.default_policy)
     assert (recovery.recovered, recovery.offset) == (False, 0)  # a new log, a new epoch
     assert recovery.epoch != old_epoch
 
@@ -242,15 +249,16 @@ async def test_a_room_just_left_keeps_its_position_even_with_its_history_expired
     clock = Clock()
     backend = MemoryBackend(HistoryPolicy(size=10, ttl=60.0), clock=clock)
     await started(backend)
-    await backend.room_active("r", None)
-    await backend.publish("r", text(1))
-    epoch = (await backend.recover("r", None, None)).epoch
+    await backend.room_active("r", backend.default_policy)
+    await publish(backend, "r", text(1))
+    epoch = (await backend.recover("r", None, None, backend.default_policy)).epoch
     clock.now += 600  # message 1 expired long ago
     await backend.room_inactive("r")
     clock.now += 30
     backend.sweep()
-    await backend.room_active("r", None)
-    recovery = await backend.recover("r", epoch, 1)  # a client that saw everything
+    await backend.room_active("r", backend.default_policy)
+    # a client that saw everything:
+    recovery = await backend.recover("r", epoch, 1, backend.default_policy)
     assert (recovery.epoch, recovery.offset, recovery.recovered) == (epoch, 1, True)
     await backend.room_inactive("r")
     clock.now += 61
@@ -261,57 +269,49 @@ async def test_a_room_just_left_keeps_its_position_even_with_its_history_expired
 async def test_publishing_to_an_unwatched_room_without_history_allocates_nothing() -> None:
     backend = MemoryBackend(HistoryPolicy(size=0), clock=Clock())
     delivery = await started(backend)
-    await backend.publish("nobody-here", text(1))
+    await publish(backend, "nobody-here", text(1))
     assert backend.room_logs() == 0
     assert delivery.rooms == []
 
 
-async def test_a_room_policy_given_on_activation_applies() -> None:
+async def test_the_policy_given_with_each_call_applies() -> None:
     backend = MemoryBackend(HistoryPolicy(size=100), clock=Clock())
     await started(backend)
-    await backend.room_active("r", HistoryPolicy(size=2))
+    small = HistoryPolicy(size=2)
+    await backend.room_active("r", small)
     for n in range(1, 6):
-        await backend.publish("r", text(n))
-    epoch = (await backend.recover("r", None, None)).epoch
-    assert (await backend.recover("r", epoch, 2)).recovered is False
-    assert offsets((await backend.recover("r", epoch, 3)).publications) == [4, 5]
+        await publish(backend, "r", text(n), policy=small)
+    epoch = (await backend.recover("r", None, None, small)).epoch
+    assert (await backend.recover("r", epoch, 2, small)).recovered is False
+    assert offsets((await backend.recover("r", epoch, 3, small)).publications) == [4, 5]
 
 
-async def test_a_smaller_policy_on_reactivation_trims_the_history() -> None:
+async def test_a_smaller_policy_trims_the_history_at_once() -> None:
     backend = MemoryBackend(HistoryPolicy(size=100), clock=Clock())
     await started(backend)
-    await backend.room_active("r", None)
+    await backend.room_active("r", backend.default_policy)
     for n in range(1, 6):
-        await backend.publish("r", text(n))
-    epoch = (await backend.recover("r", None, None)).epoch
+        await publish(backend, "r", text(n))
+    epoch = (await backend.recover("r", None, None, backend.default_policy)).epoch
+    small = HistoryPolicy(size=2)
     await backend.room_inactive("r")
-    await backend.room_active("r", HistoryPolicy(size=2))
-    await backend.publish("r", text(6))
-    recovery = await backend.recover("r", epoch, 1)
+    await backend.room_active("r", small)
+    await publish(backend, "r", text(6), policy=small)
+    recovery = await backend.recover("r", epoch, 1, small)
     assert recovery.recovered is False
 
 
 async def test_recovery_never_skips_messages_that_were_not_kept() -> None:
     backend = MemoryBackend(HistoryPolicy(size=10), clock=Clock())
     await started(backend)
-    await backend.room_active("r", None)
+    await backend.room_active("r", backend.default_policy)
     for n in range(1, 4):
-        await backend.publish("r", text(n))
-    epoch = (await backend.recover("r", None, None)).epoch
+        await publish(backend, "r", text(n))
+    epoch = (await backend.recover("r", None, None, backend.default_policy)).epoch
     for policy in (HistoryPolicy(size=0), HistoryPolicy(size=10)):
         await backend.room_inactive("r")
-        await backend.room_active("r", policy)  # e.g. a route with another policy
+        await backend.room_active("r", policy)  # the room's rule changed meanwhile
         for n in range(2):
-            await backend.publish("r", text(n))
-    recovery = await backend.recover("r", epoch, 2)  # the client missed 3, 4, 5, 6, 7
+            await publish(backend, "r", text(n), policy=policy)
+    recovery = await backend.recover("r", epoch, 2, backend.default_policy)  # missed 3..7
     assert not recovery.recovered or offsets(recovery.publications) == [3, 4, 5, 6, 7]
-
-
-async def test_online_users_are_sorted_and_track_offline() -> None:
-    backend = MemoryBackend(clock=Clock())
-    for user in ("zoe", "ada", "mia", "ada"):
-        await backend.user_online(user)
-    assert await backend.online_users() == ["ada", "mia", "zoe"]
-    await backend.user_offline("mia")
-    await backend.user_offline("never-online")
-    assert await backend.online_users() == ["ada", "zoe"]

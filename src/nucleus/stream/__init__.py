@@ -7,9 +7,10 @@ connecting, sending :class:`SocketMessage` s and leaving; the
 users; :class:`StreamServer` serves routes natively or as an ASGI app.
 """
 
-from ._backend import Backend, MemoryBackend
+from ._backend import Backend, MemoryBackend, backend_from_url
 from ._errors import (
     BackendError,
+    BackendUnavailable,
     ChannelError,
     ConfigError,
     EncodeError,
@@ -24,6 +25,7 @@ from ._handler import StreamHandler
 from ._history import HistoryPolicy, Publication, Recovery
 from ._hub import Channel, StreamHub
 from ._message import SocketMessage, decode_as
+from ._redis import RedisBackend
 from ._request import HandshakeRequest, Headers
 from ._routing import Limits
 from ._server import CLIENT_JS_ROUTE, StreamServer, client_js_path
@@ -35,6 +37,7 @@ __all__ = [
     "SUBPROTOCOL",
     "Backend",
     "BackendError",
+    "BackendUnavailable",
     "Channel",
     "ChannelError",
     "ConfigError",
@@ -48,6 +51,7 @@ __all__ = [
     "MessageError",
     "Publication",
     "Recovery",
+    "RedisBackend",
     "RouteError",
     "SocketClosed",
     "SocketMessage",
@@ -57,6 +61,7 @@ __all__ = [
     "StreamHub",
     "StreamServer",
     "WebSocket",
+    "backend_from_url",
     "client_js_path",
     "decode_as",
 ]

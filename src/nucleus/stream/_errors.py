@@ -12,7 +12,8 @@ Every error this package raises on purpose derives from :class:`StreamError`::
     ├── ChannelError            a channel name or channel operation is invalid
     ├── RouteError              a route is declared wrongly (bad path, duplicate)
     ├── ConfigError             a setting is missing or out of range
-    └── BackendError            the pub/sub backend failed; the message was not sent
+    └── BackendError            the backend failed; the operation was not done
+        └── BackendUnavailable  the broker is unreachable (or timed out); retry later
 
 Messages say what the caller should do next. They never hold secrets, tokens
 or a peer's payload.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "BackendUnavailable",
     "ChannelError",
     "ConfigError",
     "EncodeError",
@@ -81,4 +83,12 @@ class ConfigError(StreamError):
 
 
 class BackendError(StreamError):
-    """The pub/sub backend failed; the message was not delivered."""
+    """The backend failed; the operation (a broadcast, a query) was not done."""
+
+
+class BackendUnavailable(BackendError):
+    """
+    The broker (Redis) could not be reached within the backend's timeout.
+
+    Local sockets keep working; the backend reconnects by itself.
+    """

@@ -1,26 +1,38 @@
 """
 ``StreamHub``: rooms, users and sending, for every socket of a server.
 
-The hub owns the :class:`Registry` (pure bookkeeping) and the :class:`Backend`
-(numbering, history, other nodes). Sending never awaits a socket: a broadcast
-builds one :class:`Outgoing` and queues the same bytes on every member's
-buffer. The hub never iterates a live member set across an ``await``.
+The hub owns the :class:`Registry` (pure bookkeeping of this node's sockets)
+and the :class:`Backend` (numbering, history, the other nodes and the
+cluster-wide indexes). Sending never awaits a socket: a broadcast builds one
+:class:`Outgoing` and queues the same bytes on every member's buffer. The hub
+never iterates a live member set across an ``await``.
+
+The hub is exact under a backend that suspends at every await. A library
+client joining a room gets its ``joined`` frame, then the replay, then live
+publications, each exactly once: while its join is in flight, publications
+for that room are held for it and, once the replay is queued, those the
+replay already covered are dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import fnmatch
+import logging
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from ._backend import Backend, MemoryBackend
-from ._errors import ChannelError, SocketClosed
-from ._history import HistoryPolicy, Publication
+from ._errors import BackendError, ChannelError, SocketClosed
+from ._history import HistoryPolicy, Publication, Recovery
 from ._message import SocketMessage
 from ._registry import Registry
 from ._socket import WebSocket
-from ._wire import Outgoing, control_frame
+from ._tasks import TaskOwner
+from ._wire import Outgoing
 
 __all__ = ["Channel", "StreamHub"]
+
+logger = logging.getLogger("nucleus.stream")
 
 MAX_ROOM_NAME = 200
 
@@ -59,41 +71,81 @@ class Channel:
 
 
 class StreamHub:
-    """Rooms, users, presence and sending for the sockets of one server."""
+    """Rooms, users, presence and sending for the sockets of one server (or cluster)."""
 
     def __init__(self, backend: Backend | None = None) -> None:
         self.backend: Backend = backend or MemoryBackend()
         self._registry: Registry[WebSocket] = Registry()
-        self._policies: dict[str, HistoryPolicy] = {}
+        self._rules: list[tuple[str, HistoryPolicy]] = []
+        self._policy_cache: dict[str, HistoryPolicy] = {}
         # Resume positions a tagged client announced in its hello, per socket.
         self._positions: dict[str, dict[str, tuple[str | None, int | None]]] = {}
+        # Joins in flight: room -> socket id -> publications held for it.
+        self._pending: dict[str, dict[str, list[Outgoing]]] = {}
+        self._tasks = TaskOwner()
 
     async def start(self) -> None:
         await self.backend.start(self)
 
     async def aclose(self) -> None:
+        await self._tasks.cancel_all()
         await self.backend.aclose()
+
+    # history policy, per room
+
+    def set_history(self, pattern: str, policy: HistoryPolicy) -> None:
+        """
+        Keep ``policy`` for rooms whose name matches ``pattern`` (``"chat"``,
+        ``"chat:*"``); the first matching rule wins, other rooms use the
+        backend's default (last 100 messages, at most 5 minutes).
+        """
+        if not isinstance(policy, HistoryPolicy):
+            raise TypeError(f"expected a HistoryPolicy, got {type(policy).__name__}")
+        self._rules.append((pattern, policy))
+        self._policy_cache.clear()
+
+    def history_policy(self, room: str) -> HistoryPolicy:
+        """The history policy of ``room``."""
+        policy = self._policy_cache.get(room)
+        if policy is None:
+            policy = self.backend.default_policy
+            for pattern, candidate in self._rules:
+                if pattern == room or fnmatch.fnmatchcase(room, pattern):
+                    policy = candidate
+                    break
+            if len(self._policy_cache) > 10_000:
+                self._policy_cache.clear()
+            self._policy_cache[room] = policy
+        return policy
 
     # membership
 
     async def join_room(self, socket_id: str, room: str) -> None:
-        """Add a socket to a room. ``user:<id>`` rooms admit only that user's sockets."""
+        """
+        Add a socket of this node to a room; every broadcast made after this
+        returns reaches it. ``user:<id>`` rooms admit only that user's sockets.
+        """
         socket = self._registry.get(socket_id)
         await self._join(socket, _check_room(room))
 
     async def leave_room(self, socket_id: str, room: str) -> None:
-        """Remove a socket from a room (no error if it was not a member)."""
+        """Remove a socket of this node from a room (no error if it was not a member)."""
         await self._leave(self._registry.get(socket_id), _check_room(room))
 
     async def _leave(self, socket: WebSocket, room: str, request_id: int | None = None) -> None:
         left = self._registry.leave(socket.id, room)
-        if socket._conn.tagged and (left or request_id is not None):
+        pending = self._pending.get(room)
+        if pending is not None:
+            pending.pop(socket.id, None)  # its join, still in flight, is void
+        if socket.tagged and (left or request_id is not None):
             answer: dict[str, Any] = {"type": "left", "channel": room}
             if request_id is not None:
                 answer["id"] = request_id
-            self._control(socket, answer)
-        if left and not self._registry.members(room):
-            await self.backend.room_inactive(room)
+            socket.deliver_control(answer)
+        if left:
+            if not self._registry.members(room):
+                await self.backend.room_inactive(room)
+            await self.backend.socket_left(socket.id, room, socket.user_id)
 
     async def _join(
         self,
@@ -107,31 +159,77 @@ class StreamHub:
                 f"{room!r} is a private user room: only sockets identified as that user "
                 "may join it (call hub.identify() first)"
             )
-        newly = self._registry.join(socket.id, room)
-        if newly and len(self._registry.members(room)) == 1:
-            await self.backend.room_active(room, self._policies.get(socket.route))
-        if not socket._conn.tagged:
-            return
-        if resume is None:
+        if socket.tagged and resume is None:
             resume = self._positions.get(socket.id, {}).pop(room, None)
-        if not newly and resume is None:
-            # Already a member: just confirm where the room stands.
-            recovery = await self.backend.recover(room, None, None)
-            self._joined(socket, room, recovery.epoch, recovery.offset, None, request_id)
+        if not self._registry.join(socket.id, room):
+            if socket.tagged:
+                await self._confirm(socket, room, request_id, resume)
             return
-        # No await between reading history and queueing the replay (the memory
-        # backend never suspends), so no live broadcast can slip in between.
-        epoch, offset = resume if resume is not None else (None, None)
-        recovery = await self.backend.recover(room, epoch, offset)
+        policy = self.history_policy(room)
+        held: list[Outgoing] | None = None
+        if socket.tagged:
+            held = self._pending.setdefault(room, {}).setdefault(socket.id, [])
+        try:
+            await self.backend.room_active(room, policy)
+            await self.backend.socket_joined(socket.id, room, socket.user_id)
+            if held is None:
+                return
+            epoch, offset = resume if resume is not None else (None, None)
+            recovery = await self.backend.recover(room, epoch, offset, policy)
+        except BaseException:
+            if held is not None and self._holding(room, socket.id) is held:
+                self._unhold(room, socket.id)
+            if socket.id in self._registry and self._registry.leave(socket.id, room):
+                if not self._registry.members(room):
+                    await self._quietly(self.backend.room_inactive(room))
+            raise
+        if self._holding(room, socket.id) is not held:
+            return  # it left (or its socket closed) while the join was in flight
+        self._unhold(room, socket.id)
         asked = epoch is not None and offset is not None
-        self._joined(
-            socket, room, recovery.epoch, recovery.offset,
-            recovery.recovered if asked else None, request_id,
-        )
-        conn = socket._conn
+        self._joined(socket, room, recovery.epoch, recovery.offset,
+                     recovery.recovered if asked else None, request_id)
         for publication in recovery.publications:
-            conn.deliver(Outgoing(publication.message, room, publication.offset,
-                                  publication.event))
+            socket.deliver(Outgoing(publication.message, room, publication.offset,
+                                    publication.event))
+        # Held live publications the replay (or the position) already covers go.
+        last = recovery.offset
+        if recovery.publications:
+            last = max(last, recovery.publications[-1].offset)
+        for out in held:
+            if out.offset is not None and out.offset > last:
+                socket.deliver(out)
+
+    async def _confirm(
+        self, socket: WebSocket, room: str, request_id: int | None,
+        resume: tuple[str | None, int | None] | None,
+    ) -> None:
+        """Already a member: say where the room stands (a resume there is a no-op)."""
+        recovery = await self.backend.recover(room, None, None, self.history_policy(room))
+        recovered = None
+        if resume is not None and resume[0] is not None and resume[1] is not None:
+            recovered = resume[0] == recovery.epoch and resume[1] <= recovery.offset
+        self._joined(socket, room, recovery.epoch, recovery.offset, recovered, request_id)
+
+    def _holding(self, room: str, socket_id: str) -> list[Outgoing] | None:
+        pending = self._pending.get(room)
+        return None if pending is None else pending.get(socket_id)
+
+    def _unhold(self, room: str, socket_id: str) -> list[Outgoing] | None:
+        pending = self._pending.get(room)
+        if pending is None:
+            return None
+        held = pending.pop(socket_id, None)
+        if not pending:
+            del self._pending[room]
+        return held
+
+    @staticmethod
+    async def _quietly(call: Any) -> None:
+        try:
+            await call
+        except BackendError as exc:
+            logger.warning("backend: %s", exc)
 
     def _joined(
         self, socket: WebSocket, room: str, epoch: str, offset: int,
@@ -143,11 +241,7 @@ class StreamHub:
             frame["recovered"] = recovered
         if request_id is not None:
             frame["id"] = request_id
-        self._control(socket, frame)
-
-    def _control(self, socket: WebSocket, payload: dict[str, Any]) -> None:
-        frame, text = control_frame(payload)
-        socket._conn.deliver_frame(frame, text)
+        socket.deliver_control(frame)
 
     # sending
 
@@ -158,7 +252,8 @@ class StreamHub:
         exclude: str | Collection[str] | None = None,
     ) -> int:
         """
-        Send ``msg`` to every socket in ``room`` (except ``exclude``); return its offset.
+        Send ``msg`` to every socket in ``room`` on every node (except
+        ``exclude``); return its offset.
 
         Raises :class:`BackendError` if the backend could not publish it.
         """
@@ -171,120 +266,215 @@ class StreamHub:
     ) -> int:
         if not isinstance(msg, SocketMessage):
             raise TypeError(f"expected a SocketMessage, got {type(msg).__name__}")
-        return await self.backend.publish(room, msg, event, exclude)
+        return await self.backend.publish(room, msg, event, exclude, self.history_policy(room))
 
     def channel(self, name: str) -> Channel:
         """The room ``name`` as an event channel."""
         return Channel(self, name)
 
     async def send_to(self, socket_id: str, msg: SocketMessage) -> None:
-        """Send ``msg`` to one socket; :class:`SocketNotFound` if it is not open."""
-        socket = self._registry.get(socket_id)
-        if not socket._conn.is_open:
+        """Send ``msg`` to one socket on any node; :class:`SocketNotFound` if open nowhere."""
+        if not isinstance(msg, SocketMessage):
+            raise TypeError(f"expected a SocketMessage, got {type(msg).__name__}")
+        socket = self._registry.find(socket_id)
+        if socket is None:
+            await self.backend.send_to_socket(socket_id, msg)
+            return
+        if not socket.is_open:
             raise SocketClosed(f"socket {socket_id} is closing; stop sending to it")
-        socket._conn.deliver(Outgoing(msg))
+        socket.deliver(Outgoing(msg))
 
     async def send_to_user(self, user_id: str, msg: SocketMessage) -> None:
-        """Send ``msg`` to every open socket of ``user_id`` (all their devices)."""
+        """Send ``msg`` to every open socket of ``user_id`` on every node (all their devices)."""
+        if not isinstance(msg, SocketMessage):
+            raise TypeError(f"expected a SocketMessage, got {type(msg).__name__}")
         await self.backend.publish_user(user_id, msg)
-
-    async def online_users(self) -> list[str]:
-        """Sorted ids of users with at least one open socket."""
-        return await self.backend.online_users()
 
     async def disconnect(self, socket_id: str, code: int | None = None, reason: str = "") -> None:
         """
-        Close a socket. ``on_disconnect`` follows.
+        Close a socket on any node. ``on_disconnect`` follows.
 
         Without ``code``: 1008 (policy violation) while ``on_connect`` is still
         running, i.e. the connection is being refused; 1000 afterwards.
         """
-        socket = self._registry.get(socket_id)
-        if code is None:
-            code = 1008 if socket._connecting else 1000
-        socket._conn.close(code, reason)
+        if not self.close_socket(socket_id, code, reason):
+            await self.backend.disconnect(socket_id, code, reason)
 
     async def disconnect_user(self, user_id: str, code: int = 1008, reason: str = "") -> int:
-        """Close every socket of ``user_id`` on this node; return how many."""
-        sockets = list(self._registry.user_sockets(user_id).values())
-        for socket in sockets:
-            socket._conn.close(code, reason)
-        return len(sockets)
+        """Close every socket of ``user_id`` on every node; return how many."""
+        here = self.close_user(user_id, code, reason)
+        return here + await self.backend.disconnect_user(user_id, code, reason)
 
     async def identify(self, socket_id: str, user_id: str) -> None:
-        """Bind ``user_id`` to the socket (e.g. after checking a token)."""
+        """Bind ``user_id`` to a socket on any node (e.g. after checking a token)."""
         if not isinstance(user_id, str) or not user_id:
             raise ChannelError("a user id is a non-empty string")
-        socket = self._registry.get(socket_id)
-        previous, went_offline, came_online = self._registry.bind_user(socket_id, user_id)
+        socket = self._registry.find(socket_id)
+        if socket is None:
+            await self.backend.identify(socket_id, user_id)
+            return
+        await self._bind(socket, user_id)
+
+    async def _bind(self, socket: WebSocket, user_id: str) -> None:
+        previous, _, _ = self._registry.bind_user(socket.id, user_id)
         socket.user_id = user_id
-        if previous is not None and previous != user_id:
-            for room in self._registry.rooms_of(socket_id):
-                if room == f"user:{previous}":
-                    await self.leave_room(socket_id, room)
-        if went_offline and previous is not None:
-            await self.backend.user_offline(previous)
-        if came_online:
-            await self.backend.user_online(user_id)
+        if previous == user_id:
+            return
+        if previous is not None and f"user:{previous}" in self._registry.rooms_of(socket.id):
+            await self.leave_room(socket.id, f"user:{previous}")
+        await self.backend.user_bound(socket.id, user_id, previous,
+                                      self._registry.rooms_of(socket.id))
 
-    # introspection (this node)
+    # cluster-wide queries
 
-    def room_members(self, room: str) -> list[str]:
-        """Ids of the sockets in ``room`` on this node, in join order."""
-        return list(self._registry.members(room))
+    async def online_users(self) -> list[str]:
+        """Sorted ids of users with at least one open socket on any node."""
+        return await self.backend.online_users()
 
-    def rooms_of(self, socket_id: str) -> frozenset[str]:
-        """The rooms a socket is in."""
-        return self._registry.rooms_of(socket_id)
+    async def room_members(self, room: str) -> list[str]:
+        """Ids of the sockets in ``room`` on any node (in join order on one node)."""
+        return await self.backend.room_members(_check_room(room))
+
+    async def room_users(self, room: str) -> list[str]:
+        """Sorted ids of users with at least one socket in ``room``; many tabs count once."""
+        return await self.backend.room_users(_check_room(room))
+
+    async def rooms_of(self, socket_id: str) -> frozenset[str]:
+        """The rooms a socket on any node is in; :class:`SocketNotFound` if open nowhere."""
+        socket = self._registry.find(socket_id)
+        if socket is not None:
+            return self._registry.rooms_of(socket_id)
+        return await self.backend.rooms_of(socket_id)
+
+    async def connection_count(self) -> int:
+        """Open sockets on every node."""
+        return await self.backend.connection_count()
 
     def get_socket(self, socket_id: str) -> WebSocket:
-        """The open socket with this id; :class:`SocketNotFound` otherwise."""
+        """The open socket of this node with this id; :class:`SocketNotFound` otherwise."""
         return self._registry.get(socket_id)
 
-    @property
-    def connection_count(self) -> int:
-        """Open sockets on this node."""
-        return len(self._registry)
+    def local_sockets(self) -> list[str]:
+        """Ids of the sockets open on this node."""
+        return self._registry.ids()
 
-    # delivery from the backend (the Delivery protocol): never awaits
+    # the Delivery protocol: what the backend asks of this node; never awaits
 
     def deliver_room(self, publication: Publication, exclude: frozenset[str] | None) -> None:
-        members = self._registry.members(publication.room)
+        room = publication.room
+        members = self._registry.members(room)
         if not members:
             return
-        out = Outgoing(publication.message, publication.room, publication.offset,
-                       publication.event)
-        if exclude:
+        out = Outgoing(publication.message, room, publication.offset, publication.event)
+        pending = self._pending.get(room)
+        if pending or exclude:
             for socket_id, socket in members.items():
-                if socket_id not in exclude:
-                    socket._conn.deliver(out)
+                if exclude and socket_id in exclude:
+                    continue
+                held = pending.get(socket_id) if pending else None
+                if held is not None:
+                    held.append(out)
+                else:
+                    socket.deliver(out)
         else:
             for socket in members.values():
-                socket._conn.deliver(out)
+                socket.deliver(out)
 
     def deliver_user(self, user_id: str, message: SocketMessage) -> None:
         sockets = self._registry.user_sockets(user_id)
         if sockets:
             out = Outgoing(message)
             for socket in sockets.values():
-                socket._conn.deliver(out)
+                socket.deliver(out)
+
+    def deliver_socket(self, socket_id: str, message: SocketMessage) -> bool:
+        socket = self._registry.find(socket_id)
+        if socket is None:
+            return False
+        socket.deliver(Outgoing(message))
+        return True
+
+    def close_socket(self, socket_id: str, code: int | None, reason: str) -> bool:
+        socket = self._registry.find(socket_id)
+        if socket is None:
+            return False
+        if code is None:
+            code = 1008 if socket._connecting else 1000
+        socket.close_nowait(code, reason)
+        return True
+
+    def close_user(self, user_id: str, code: int, reason: str) -> int:
+        sockets = list(self._registry.user_sockets(user_id).values())
+        for socket in sockets:
+            socket.close_nowait(code, reason)
+        return len(sockets)
+
+    def identify_socket(self, socket_id: str, user_id: str) -> bool:
+        socket = self._registry.find(socket_id)
+        if socket is None:
+            return False
+        self._tasks.spawn(self._bind(socket, user_id), name=f"identify {socket_id}")
+        return True
+
+    def room_reset(self, room: str, recovery: Recovery) -> None:
+        for socket in list(self._registry.members(room).values()):
+            if socket.tagged:
+                self._joined(socket, room, recovery.epoch, recovery.offset, False, None)
+
+    def local_members(self, room: str) -> Mapping[str, object]:
+        return self._registry.members(room)
+
+    def local_rooms(self, socket_id: str) -> frozenset[str] | None:
+        if socket_id not in self._registry:
+            return None
+        return self._registry.rooms_of(socket_id)
+
+    def local_users(self) -> list[str]:
+        return self._registry.users()
+
+    def local_room_users(self, room: str) -> list[str]:
+        users = {s.user_id for s in self._registry.members(room).values()}
+        users.discard(None)
+        return sorted(u for u in users if u is not None)
+
+    def local_count(self) -> int:
+        return len(self._registry)
+
+    def local_state(self) -> list[tuple[str, str | None, frozenset[str]]]:
+        """Every socket of this node with its user and rooms (for re-registering)."""
+        return self._registry.snapshot()
 
     # lifecycle, called by the session driver
 
     async def _attach(self, socket: WebSocket) -> None:
+        """
+        Register a newly opened socket here and with the backend.
+
+        On :class:`BackendError` nothing of it is left anywhere.
+        """
         self._registry.add(socket)
-        if socket.user_id is not None:
-            user_id, socket.user_id = socket.user_id, None
-            await self.identify(socket.id, user_id)
+        user_id, socket.user_id = socket.user_id, None
+        try:
+            await self.backend.socket_opened(socket.id)
+            if user_id is not None:
+                await self._bind(socket, user_id)
+        except BaseException:
+            departure = self._registry.remove(socket.id)
+            await self._quietly(self.backend.socket_closed(
+                socket.id, departure.user_id, departure.rooms))
+            raise
 
     async def _detach(self, socket_id: str) -> None:
+        """Forget a socket here, then in the backend (whose failure is logged, not raised)."""
         self._positions.pop(socket_id, None)
         departure = self._registry.remove(socket_id)
+        for room in departure.rooms:
+            self._unhold(room, socket_id)
         for room in departure.emptied_rooms:
-            await self.backend.room_inactive(room)
-        if departure.user_offline and departure.user_id is not None:
-            await self.backend.user_offline(departure.user_id)
+            await self._quietly(self.backend.room_inactive(room))
+        await self._quietly(self.backend.socket_closed(
+            socket_id, departure.user_id, departure.rooms))
 
     def _is_empty(self) -> bool:
-        """True when no socket, room or user entry is held (leak checks)."""
-        return self._registry.is_empty() and not self._positions
+        """True when no socket, room, user or join entry is held (leak checks)."""
+        return self._registry.is_empty() and not self._positions and not self._pending

@@ -68,6 +68,21 @@ class Registry(Generic[S]):
                 "(on_disconnect tells you when)"
             ) from None
 
+    def find(self, socket_id: str) -> S | None:
+        """The socket with this id, or None if it is not open here."""
+        return self._sockets.get(socket_id)
+
+    def ids(self) -> list[str]:
+        return list(self._sockets)
+
+    def snapshot(self) -> list[tuple[str, str | None, frozenset[str]]]:
+        """Every socket with its user and rooms."""
+        return [
+            (socket_id, self._owners.get(socket_id),
+             frozenset(self._memberships.get(socket_id, ())))
+            for socket_id in self._sockets
+        ]
+
     def __contains__(self, socket_id: object) -> bool:
         return socket_id in self._sockets
 
@@ -145,9 +160,6 @@ class Registry(Generic[S]):
         came_online = not sockets
         sockets[socket_id] = socket
         return previous, went_offline, came_online
-
-    def user_of(self, socket_id: str) -> str | None:
-        return self._owners.get(socket_id)
 
     def user_sockets(self, user_id: str) -> Mapping[str, S]:
         """Live view of a user's sockets on this node."""

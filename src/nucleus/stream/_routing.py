@@ -13,7 +13,6 @@ from typing import Any
 
 from ._errors import ConfigError, RouteError
 from ._handler import StreamHandler
-from ._history import HistoryPolicy
 from ._ratelimit import RateLimit, RateLimiter
 from ._request import HandshakeRequest
 
@@ -70,7 +69,6 @@ class Route:
     handler: StreamHandler
     max_message_size: int
     max_send_queue: int
-    history: HistoryPolicy | None = None
     auth: Callable[[HandshakeRequest], Awaitable[Any]] | None = None
     origins: frozenset[str] | None = None
     rate_limit: RateLimit | None = None

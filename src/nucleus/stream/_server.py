@@ -17,7 +17,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from ._asgi import AsgiConnection, Receive, Scope, Send, handle_asgi
-from ._backend import Backend
+from ._backend import Backend, backend_from_url
 from ._errors import ConfigError, RouteError
 from ._gate import DoorPolicy, normalize_origin
 from ._handler import StreamHandler
@@ -63,7 +63,7 @@ class StreamServer:
         self,
         *,
         hub: StreamHub | None = None,
-        backend: Backend | None = None,
+        backend: Backend | str | None = None,
         max_message_size: int = 2**20,
         max_send_queue: int = 2**20,
         ping_interval: float | None = 20.0,
@@ -79,7 +79,10 @@ class StreamServer:
     ) -> None:
         if hub is not None and backend is not None:
             raise RouteError("pass either hub= or backend=, not both")
-        self.hub = hub or StreamHub(backend)
+        if hub is None:
+            hub = StreamHub(backend if isinstance(backend, Backend) else backend_from_url(backend))
+        #: The hub: rooms, users and sending, for HTTP routes and jobs as for handlers.
+        self.hub = hub
         self.limits = Limits(max_message_size, max_send_queue, ping_interval, ping_timeout,
                              close_timeout, handshake_timeout)
         self.hello_timeout = hello_timeout
@@ -113,7 +116,6 @@ class StreamServer:
         *,
         max_message_size: int | None = None,
         max_send_queue: int | None = None,
-        history: HistoryPolicy | None = None,
         auth: Callable[[HandshakeRequest], Awaitable[Any]] | None = None,
         origins: Iterable[str] | None = None,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
@@ -122,7 +124,7 @@ class StreamServer:
         """
         Serve ``handler`` at ``path``.
 
-        ``history`` overrides the rooms' history policy; ``auth`` (e.g.
+        ``auth`` (e.g.
         ``Fortress.query_token()``) authenticates each handshake (401 when it
         answers None); ``origins`` lists the browser origins allowed (403 for
         others); ``rate_limit=None`` lifts the inbound message limit;
@@ -142,16 +144,29 @@ class StreamServer:
             handler,
             max_message_size or self.limits.max_message_size,
             max_send_queue or self.limits.max_send_queue,
-            history,
             auth,
             allowed,
             rate_limit,
             message_model,
         )
         self.routes[path] = route
-        if history is not None:
-            self.hub._policies[path] = history
         return route
+
+    def history(self, pattern: str, policy: HistoryPolicy) -> None:
+        """
+        Keep ``policy`` (how many messages, how long) for the rooms matching
+        ``pattern`` (``"chat"``, ``"chat:*"``): see :meth:`StreamHub.set_history`.
+        """
+        self.hub.set_history(pattern, policy)
+
+    def use_backend(self, backend: Backend | str) -> None:
+        """
+        Replace the backend before the server starts (``nucleus serve --backend``
+        does this): a :class:`Backend` or a URL such as ``redis://127.0.0.1:6379/0``.
+        """
+        if self._started:
+            raise ConfigError("the backend cannot change once the server has started")
+        self.hub.backend = backend if isinstance(backend, Backend) else backend_from_url(backend)
 
     def static(self, path: str, body: bytes, content_type: str) -> None:
         """Serve a small in-memory file over plain HTTP GET at ``path``."""

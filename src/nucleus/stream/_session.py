@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _tagged
-from ._errors import InvalidMessage, StreamError
+from ._errors import BackendError, InvalidMessage, StreamError
 from ._message import Binary, SocketMessage, Text, decode_as
 from ._ratelimit import Verdict
 
@@ -58,6 +58,7 @@ class Session:
         "_owner",
         "_pause",
         "_paused",
+        "_refused",
         "_resume",
         "_task",
         "handler",
@@ -86,6 +87,7 @@ class Session:
         self._inbox: deque[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self._paused = False
+        self._refused = False
         self._closed = False
         self._connected = False
         self._hello_timer: asyncio.TimerHandle | None = None
@@ -93,7 +95,7 @@ class Session:
 
     @property
     def tagged(self) -> bool:
-        return self.socket._conn.tagged
+        return self.socket.tagged
 
     # what the front door reports
 
@@ -120,7 +122,7 @@ class Session:
 
     def _expired(self) -> None:
         self._expiry = None
-        self.socket._conn.close(TOKEN_EXPIRED, "token expired")
+        self.socket.close_nowait(TOKEN_EXPIRED, "token expired")
 
     def _connect_now(self) -> None:
         self._hello_timer = None
@@ -137,7 +139,7 @@ class Session:
                 if verdict is Verdict.REJECT:
                     self._error("rate_limited", "too many messages: this one was dropped")
                 else:
-                    self.socket._conn.close(1008, "rate limit exceeded")
+                    self.socket.close_nowait(1008, "rate limit exceeded")
                 return
         if self.tagged and not self._connected:
             self._on_first_tagged_frame(msg)
@@ -187,6 +189,8 @@ class Session:
                     await self._run_connect()
                 elif item is _CLOSED:
                     await self._run_disconnect()
+                elif self._refused:
+                    continue  # no message is handled without on_connect
                 elif self.tagged:
                     await self._run_tagged(item)
                 else:
@@ -222,7 +226,16 @@ class Session:
 
     async def _run_connect(self) -> None:
         socket = self.socket
-        await self.hub._attach(socket)
+        try:
+            await self.hub._attach(socket)
+        except BackendError as exc:
+            # Without the cluster knowing this socket, nothing it does could be
+            # exact: refuse it (the client retries later); on_disconnect still runs.
+            logger.warning("refusing socket %s: %s", socket.id, exc)
+            self._refused = True
+            socket._connecting = False
+            socket.close_nowait(1013, "backend unavailable, try again later")
+            return
         try:
             await self._call("on_connect", self.handler.on_connect(self.hub, socket))
         finally:
@@ -230,7 +243,7 @@ class Session:
         # Channels the hello asked for that on_connect did not join are
         # subscribe requests.
         positions = self.hub._positions.pop(socket.id, None)
-        if positions and socket._conn.is_open:
+        if positions and socket.is_open:
             for channel, (epoch, offset) in positions.items():
                 await self._subscribe(_tagged.Sub(channel, None, epoch, offset))
 
@@ -302,11 +315,11 @@ class Session:
         answer: dict[str, Any] = {"type": "refreshed"}
         if frame.id is not None:
             answer["id"] = frame.id
-        self.hub._control(self.socket, answer)
+        self.socket.deliver_control(answer)
 
     async def _subscribe(self, frame: _tagged.Sub) -> None:
         socket, channel = self.socket, frame.channel
-        if channel not in self.hub._registry.rooms_of(socket.id):
+        if channel not in (self.hub.local_rooms(socket.id) or ()):
             allowed = await self._call(
                 "on_subscribe", self.handler.on_subscribe(self.hub, socket, channel))
             if allowed is not True:
@@ -316,12 +329,15 @@ class Session:
         resume = (frame.epoch, frame.offset) if frame.offset is not None else None
         try:
             await self.hub._join(socket, channel, frame.id, resume)
+        except BackendError:
+            self._error("unavailable", f"subscribing to {channel!r} failed: the backend is "
+                        "unavailable, try again later", frame.id, channel)
         except StreamError as exc:
             self._error("forbidden", str(exc), frame.id, channel)
 
     async def _unsubscribe(self, frame: _tagged.Unsub) -> None:
         socket, channel = self.socket, frame.channel
-        if channel in self.hub._registry.rooms_of(socket.id):
+        if channel in (self.hub.local_rooms(socket.id) or ()):
             allowed = await self._call(
                 "on_unsubscribe", self.handler.on_unsubscribe(self.hub, socket, channel))
             if allowed is False:
@@ -337,4 +353,4 @@ class Session:
             frame["id"] = request_id
         if channel is not None:
             frame["channel"] = channel
-        self.hub._control(self.socket, frame)
+        self.socket.deliver_control(frame)

@@ -13,15 +13,12 @@ import abc
 import itertools
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._errors import SocketClosed
 from ._message import SocketMessage
 from ._request import HandshakeRequest, Headers
-from ._wire import Outgoing
-
-if TYPE_CHECKING:
-    from ._hub import StreamHub
+from ._wire import Outgoing, control_frame
 
 __all__ = ["Connection", "WebSocket", "new_socket_id"]
 
@@ -71,9 +68,9 @@ class WebSocket:
     __slots__ = (
         "_conn",
         "_connecting",
-        "_hub",
         "_request",
         "_state",
+        "deliver",
         "id",
         "route",
         "subprotocol",
@@ -84,7 +81,6 @@ class WebSocket:
         self,
         request: HandshakeRequest,
         conn: Connection,
-        hub: StreamHub,
         *,
         route: str,
         subprotocol: str | None = None,
@@ -97,7 +93,8 @@ class WebSocket:
         self.subprotocol = subprotocol
         self._request = request
         self._conn = conn
-        self._hub = hub
+        #: Queue a shared outgoing message; never blocks (the hub's fan-out path).
+        self.deliver = conn.deliver
         self._state: dict[str, Any] | None = None
         self._connecting = True
 
@@ -132,6 +129,20 @@ class WebSocket:
     @property
     def is_open(self) -> bool:
         return self._conn.is_open
+
+    @property
+    def tagged(self) -> bool:
+        """True when the peer speaks ``nucleus.v1`` (the library clients)."""
+        return self._conn.tagged
+
+    def deliver_control(self, payload: dict[str, Any]) -> None:
+        """Queue a ``nucleus.v1`` control frame (``joined``, ``error``...)."""
+        frame, text = control_frame(payload)
+        self._conn.deliver_frame(frame, text)
+
+    def close_nowait(self, code: int = 1000, reason: str = "") -> None:
+        """Start closing now, from code that cannot await."""
+        self._conn.close(code, reason)
 
     async def send(self, msg: SocketMessage) -> None:
         """Send ``msg`` to this socket only; :class:`SocketClosed` if it is closed."""
