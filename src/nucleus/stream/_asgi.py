@@ -223,7 +223,7 @@ async def _websocket(app: StreamServer, scope: Scope, receive: Receive, send: Se
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.subprotocols else None
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
     conn = AsgiConnection(subprotocol is not None, route.max_send_queue)
-    socket = WebSocket(request, conn, app.hub, route=route.path, subprotocol=subprotocol,
+    socket = WebSocket(request, conn, route=route.path, subprotocol=subprotocol,
                        user_id=admission.user_id)
     reading = asyncio.Event()
     reading.set()

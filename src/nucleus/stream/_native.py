@@ -259,7 +259,7 @@ class NativeConnection(asyncio.Protocol, Connection):
         if app.door.guard.enabled and admission.client_ip is not None:
             self._counted_ip = admission.client_ip
             app.door.guard.opened(admission.client_ip)
-        socket = WebSocket(hs, self, app.hub, route=route.path, subprotocol=proto.subprotocol,
+        socket = WebSocket(hs, self, route=route.path, subprotocol=proto.subprotocol,
                            user_id=admission.user_id)
         self._session = Session(app.hub, route, socket, app._owner,
                                 self._pause_reading, self._resume_reading)

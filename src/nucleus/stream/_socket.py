@@ -13,15 +13,12 @@ import abc
 import itertools
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._errors import SocketClosed
 from ._message import SocketMessage
 from ._request import HandshakeRequest, Headers
 from ._wire import Outgoing
-
-if TYPE_CHECKING:
-    from ._hub import StreamHub
 
 __all__ = ["Connection", "WebSocket", "new_socket_id"]
 
@@ -71,7 +68,6 @@ class WebSocket:
     __slots__ = (
         "_conn",
         "_connecting",
-        "_hub",
         "_request",
         "_state",
         "id",
@@ -84,7 +80,6 @@ class WebSocket:
         self,
         request: HandshakeRequest,
         conn: Connection,
-        hub: StreamHub,
         *,
         route: str,
         subprotocol: str | None = None,
@@ -97,7 +92,6 @@ class WebSocket:
         self.subprotocol = subprotocol
         self._request = request
         self._conn = conn
-        self._hub = hub
         self._state: dict[str, Any] | None = None
         self._connecting = True
 
