@@ -151,9 +151,14 @@ class NativeConnection(asyncio.Protocol, Connection):
                 self._frame(event)
             elif isinstance(event, Request):
                 self._handshake(event)
+        if self._open and proto.state is not _OPEN:
+            self._open = False  # the protocol failed the connection (protocol error, too big)
         self._pump()
 
     def eof_received(self) -> bool | None:
+        # The peer left: the protocol is finished before connection_lost runs,
+        # so nothing may try to send a close or a ping in between.
+        self._open = False
         self._proto.receive_eof()
         self._pump()
         return None
