@@ -3,7 +3,9 @@ The ASGI front door: the same routes and hub behind any ASGI server.
 
 ``StreamServer`` is an ASGI application (``uvicorn app:server``, or mounted
 inside FastAPI/Starlette); this module adapts ASGI's event dictionaries to a
-:class:`Connection` and a :class:`Session`. ASGI hides the transport, so each
+:class:`Connection` and a :class:`Session`, and leaves every decision about a
+request (routes, HTTP endpoints, the door, authentication) to the
+:class:`Acceptor`, as the native door does. ASGI hides the transport, so each
 socket gets a writer task that drains its bounded queue through ``send``;
 fan-out still never awaits a recipient. Keepalive pings are the ASGI server's
 job here (uvicorn: ``--ws-ping-interval`` / ``--ws-ping-timeout``).

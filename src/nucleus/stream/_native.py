@@ -3,7 +3,8 @@ The native front door: an asyncio server over websockets' Sans-I/O protocol.
 
 Each TCP connection is a :class:`NativeConnection` (an ``asyncio.Protocol``).
 The protocol state machine (handshake, framing, control frames, closing) is
-``websockets.server.ServerProtocol``; this module only moves bytes.
+``websockets.server.ServerProtocol``; what to answer each request is the
+:class:`Acceptor`'s decision; this module only moves bytes.
 
 Outgoing data is *corked*: :meth:`NativeConnection.deliver` appends shared
 frame bytes to the connection's buffer and marks it dirty; once per event-loop
@@ -201,7 +202,7 @@ class NativeConnection(asyncio.Protocol, Connection):
             websocket=any("websocket" in value.lower() for value in upgrade),
         )
         if isinstance(decision, Pending):
-            # Authentication may do I/O: hold the connection while it runs.
+            # An authenticator or an async endpoint may do I/O: hold the connection meanwhile.
             self._transport.pause_reading()
             server.app._owner.spawn(self._decide_later(request, decision), name="handshake")
         elif isinstance(decision, Accept):
