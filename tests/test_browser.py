@@ -20,6 +20,7 @@ from websockets.asyncio.client import connect
 from nucleus.demo import create_app as create_demo
 from nucleus.stream import HistoryPolicy, SocketMessage, StreamServer
 
+from .apps.relay import PAGE
 from .apps.relay import create_app as create_relay
 from .helpers import within
 
@@ -113,7 +114,7 @@ async def test_page_away_longer_than_history_gets_a_gap(browser: Browser) -> Non
     relay = create_relay()
     app.route("/ws", relay.routes["/ws"].handler)
     app.history("*", HistoryPolicy(size=5, ttl=60))
-    app.static("/", relay.statics["/"].body, "text/html; charset=utf-8")
+    app.static("/", PAGE, "text/html; charset=utf-8")
     host, port = await app.start("127.0.0.1", 0)
     try:
         page = await open_relay_page(browser, f"http://{host}:{port}/")

@@ -85,3 +85,21 @@ async def test_slow_consumer_is_closed_with_1013_and_others_get_everything(
             assert slow.id not in await server.hub.room_members("feed")
     finally:
         logging.getLogger("nucleus.stream").removeHandler(signal)
+
+
+async def test_closing_a_socket_whose_peer_already_left_is_quiet(serve_native: Serve) -> None:
+    handler = Recorder()
+    server = StreamServer()
+    server.route("/ws", handler)
+    base = await serve_native(server)
+    _reader, writer, _ = await raw_handshake(port_of(base), "/ws")
+    socket = await within(handler.connected.get())
+    assert server._native is not None
+    (conn,) = server._native.connections
+    # asyncio reports the peer's FIN before connection_lost: a shutdown (or the
+    # app) closing the socket in between must not fail on a finished protocol.
+    conn.eof_received()
+    assert not socket.is_open
+    await socket.close(1001)
+    writer.close()
+    assert await within(handler.disconnected.get()) == socket.id

@@ -6,12 +6,12 @@ import json
 
 import msgspec
 import pytest
-from websockets.frames import Close, Frame, Opcode
+from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from nucleus.stream import InvalidMessage, SocketMessage
 from nucleus.stream._tagged import Hello, Msg, Position, Refresh, Sub, Unsub, parse
-from nucleus.stream._wire import Outgoing, close_frame, control_frame
+from nucleus.stream._wire import Outgoing, control_frame
 
 
 def parse_frame(data: bytes) -> Frame:
@@ -157,7 +157,7 @@ def test_binary_envelope_of_a_direct_message(data: bytes) -> None:
     assert (header, payload) == ({"type": "msg"}, data)
 
 
-# -- control and close frames --------------------------------------------------------
+# -- control frames --------------------------------------------------------------------
 
 
 def test_control_frame_returns_the_frame_and_its_text() -> None:
@@ -166,12 +166,6 @@ def test_control_frame_returns_the_frame_and_its_text() -> None:
     assert json.loads(text) == message
     frame = parse_frame(data)
     assert (frame.opcode, frame.data) == (Opcode.TEXT, text.encode())
-
-
-def test_close_frame_carries_code_and_reason() -> None:
-    frame = parse_frame(close_frame(1008, "go away"))
-    assert frame.opcode == Opcode.CLOSE
-    assert Close.parse(frame.data) == Close(1008, "go away")
 
 
 # -- client frames (nucleus.v1) --------------------------------------------------------

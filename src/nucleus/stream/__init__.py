@@ -7,6 +7,7 @@ connecting, sending :class:`SocketMessage` s and leaving; the
 users; :class:`StreamServer` serves routes natively or as an ASGI app.
 """
 
+from ._acceptor import HttpResponse
 from ._backend import Backend, MemoryBackend, backend_from_url
 from ._errors import (
     BackendError,
@@ -45,6 +46,7 @@ __all__ = [
     "HandshakeRequest",
     "Headers",
     "HistoryPolicy",
+    "HttpResponse",
     "InvalidMessage",
     "Limits",
     "MemoryBackend",

@@ -3,7 +3,9 @@ The ASGI front door: the same routes and hub behind any ASGI server.
 
 ``StreamServer`` is an ASGI application (``uvicorn app:server``, or mounted
 inside FastAPI/Starlette); this module adapts ASGI's event dictionaries to a
-:class:`Connection` and a :class:`Session`. ASGI hides the transport, so each
+:class:`Connection` and a :class:`Session`, and leaves every decision about a
+request (routes, HTTP endpoints, the door, authentication) to the
+:class:`Acceptor`, as the native door does. ASGI hides the transport, so each
 socket gets a writer task that drains its bounded queue through ``send``;
 fan-out still never awaits a recipient. Keepalive pings are the ASGI server's
 job here (uvicorn: ``--ws-ping-interval`` / ``--ws-ping-timeout``).
@@ -18,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from ._gate import Admission
+from ._acceptor import Decision, HttpResponse, Pending
 from ._message import Binary, Text
 from ._request import HandshakeRequest, Headers
 from ._session import Session
@@ -26,7 +28,6 @@ from ._socket import Connection, WebSocket
 from ._wire import SUBPROTOCOL, Outgoing
 
 if TYPE_CHECKING:
-    from ._routing import Route
     from ._server import StreamServer
 
 __all__ = ["AsgiConnection", "handle_asgi"]
@@ -116,32 +117,41 @@ class AsgiConnection(Connection):
             await self._wakeup.wait()
 
 
-def _request(scope: Scope) -> HandshakeRequest:
-    path = scope["path"]
+def _request(scope: Scope) -> tuple[HandshakeRequest, str]:
+    """The request as routes see it (mount prefix removed) and the full path asked for."""
+    path = full = scope["path"]
     root = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root):] or "/"
+    if root:
+        if path.startswith(root):
+            path = path[len(root):] or "/"
+        else:
+            full = root + path  # an older server: ``path`` is relative to the mount
     client = scope.get("client")
-    return HandshakeRequest(
+    request = HandshakeRequest(
         path,
         scope.get("query_string", b"").decode("latin-1"),
         Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
         (client[0], client[1]) if client else None,
     )
+    return request, full
 
 
-async def _http_response(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: str,
-    prefix: str = "http.response",
-    extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    headers = [(b"content-type", content_type.encode()),
-               (b"content-length", str(len(body)).encode()), *(extra or [])]
-    await send({"type": f"{prefix}.start", "status": status, "headers": headers})
-    await send({"type": f"{prefix}.body", "body": body})
+async def _decide(
+    app: StreamServer, request: HandshakeRequest, full_path: str, *, websocket: bool,
+    method: str = "GET",
+) -> Decision:
+    decision = app.acceptor.decide(request, asyncio.get_running_loop().time(),
+                                   websocket=websocket, method=method, full_path=full_path)
+    if isinstance(decision, Pending):
+        return await decision
+    return decision
+
+
+async def _send_response(send: Send, response: HttpResponse, prefix: str = "http.response") -> None:
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+               for name, value in response.header_list()]
+    await send({"type": f"{prefix}.start", "status": response.status, "headers": headers})
+    await send({"type": f"{prefix}.body", "body": response.body})
 
 
 async def handle_asgi(app: StreamServer, scope: Scope, receive: Receive, send: Send) -> None:
@@ -171,55 +181,30 @@ async def _lifespan(app: StreamServer, receive: Receive, send: Send) -> None:
 
 
 async def _http(app: StreamServer, scope: Scope, send: Send) -> None:
-    request = _request(scope)
-    static = app.statics.get(request.path)
-    route = app.routes.get(request.path)
-    if static is not None:
-        await _http_response(send, 200, static.body, static.content_type)
-    elif route is not None:
-        # The same door as the upgrade, so a client can learn why it was refused.
-        admission = await _admit(app, route, request)
-        if admission.status != 101:
-            await _http_response(send, admission.status, f"{admission.reason}\n".encode(),
-                                 "text/plain; charset=utf-8")
-            return
-        await _http_response(
-            send, 426, b"This is a WebSocket endpoint: connect with a WebSocket client.\n",
-            "text/plain; charset=utf-8", extra=[(b"upgrade", b"websocket")])
-    else:
-        await _http_response(send, 404, f"No route for {request.path}\n".encode(),
-                             "text/plain; charset=utf-8")
+    request, full_path = _request(scope)
+    decision = await _decide(app, request, full_path, websocket=False,
+                             method=scope.get("method", "GET"))
+    assert isinstance(decision, HttpResponse)  # plain HTTP never opens a WebSocket
+    await _send_response(send, decision)
 
 
-async def _admit(app: StreamServer, route: Route, request: HandshakeRequest) -> Admission:
-    admission = app.door.check(request, route.origins, asyncio.get_running_loop().time())
-    authenticate = route.authenticator
-    if admission.status != 101 or authenticate is None:
-        return admission
-    return await app.door.authenticate(request, authenticate, admission.client_ip)
-
-
-async def _refuse(scope: Scope, send: Send, status: int, text: str) -> None:
+async def _refuse(scope: Scope, send: Send, response: HttpResponse) -> None:
     if "websocket.http.response" in scope.get("extensions", {}):
-        await _http_response(send, status, text.encode(), "text/plain; charset=utf-8",
-                             prefix="websocket.http.response")
+        await _send_response(send, response, prefix="websocket.http.response")
     else:
         await send({"type": "websocket.close", "code": 1008})  # the server answers 403
 
 
 async def _websocket(app: StreamServer, scope: Scope, receive: Receive, send: Send) -> None:
-    request = _request(scope)
+    request, full_path = _request(scope)
     if (await receive())["type"] != "websocket.connect":
         return
-    route = app.routes.get(request.path)
-    if route is None:
-        await _refuse(scope, send, 404, f"No route for {request.path}\n")
-        return
     await app._ensure_started()
-    admission = await _admit(app, route, request)
-    if admission.status != 101:
-        await _refuse(scope, send, admission.status, f"{admission.reason}\n")
+    decision = await _decide(app, request, full_path, websocket=True)
+    if isinstance(decision, HttpResponse):
+        await _refuse(scope, send, decision)
         return
+    route, admission = decision.route, decision.admission
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.subprotocols else None
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
     conn = AsgiConnection(subprotocol is not None, route.max_send_queue)

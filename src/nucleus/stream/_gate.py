@@ -13,20 +13,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from ._errors import ConfigError
 from ._ratelimit import TokenBucket
 from ._request import HandshakeRequest
 
-__all__ = ["Admission", "Authenticator", "DoorPolicy", "IpGuard", "normalize_origin"]
-
-
-class Authenticator(Protocol):
-    """Awaited with the handshake; a user id (or claims with ``user_id``) admits, None refuses."""
-
-    def __call__(self, request: HandshakeRequest) -> Awaitable[Any]: ...
+__all__ = ["Admission", "DoorPolicy", "IpGuard", "normalize_origin"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@ The native front door: an asyncio server over websockets' Sans-I/O protocol.
 
 Each TCP connection is a :class:`NativeConnection` (an ``asyncio.Protocol``).
 The protocol state machine (handshake, framing, control frames, closing) is
-``websockets.server.ServerProtocol``; this module only moves bytes.
+``websockets.server.ServerProtocol``; what to answer each request is the
+:class:`Acceptor`'s decision; this module only moves bytes.
 
 Outgoing data is *corked*: :meth:`NativeConnection.deliver` appends shared
 frame bytes to the connection's buffer and marks it dirty; once per event-loop
@@ -30,7 +31,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from ._gate import Admission
+from ._acceptor import Accept, HttpResponse, Pending
 from ._message import Binary, Text
 from ._request import HandshakeRequest
 from ._session import Session
@@ -38,7 +39,6 @@ from ._socket import Connection, WebSocket
 from ._wire import SUBPROTOCOL, Outgoing
 
 if TYPE_CHECKING:
-    from ._routing import Route
     from ._server import StreamServer
 
 __all__ = ["NativeConnection", "NativeServer"]
@@ -73,16 +73,17 @@ def select_subprotocol(
     return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in offered else None
 
 
-def _response(status: int, reason: str, body: bytes, content_type: str) -> Response:
+def _response(response: HttpResponse) -> Response:
     headers = WsHeaders()
     headers["Date"] = email.utils.formatdate(usegmt=True)
-    headers["Content-Length"] = str(len(body))
-    headers["Content-Type"] = content_type
-    headers["Connection"] = "close"
-    headers["Cache-Control"] = "no-cache"
-    if status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    return Response(status, reason, headers, body)
+    headers["Connection"] = "close"  # websockets closes after any answer but 101
+    for name, value in response.header_list():
+        headers[name] = value
+    try:
+        reason = http.HTTPStatus(response.status).phrase
+    except ValueError:
+        reason = ""
+    return Response(response.status, reason, headers, response.body)
 
 
 class NativeConnection(asyncio.Protocol, Connection):
@@ -151,9 +152,14 @@ class NativeConnection(asyncio.Protocol, Connection):
                 self._frame(event)
             elif isinstance(event, Request):
                 self._handshake(event)
+        if self._open and proto.state is not _OPEN:
+            self._open = False  # the protocol failed the connection (protocol error, too big)
         self._pump()
 
     def eof_received(self) -> bool | None:
+        # The peer left: the protocol is finished before connection_lost runs,
+        # so nothing may try to send a close or a ping in between.
+        self._open = False
         self._proto.receive_eof()
         self._pump()
         return None
@@ -177,79 +183,58 @@ class NativeConnection(asyncio.Protocol, Connection):
     def resume_writing(self) -> None:
         pass
 
-    # handshake
+    # handshake: the acceptor decides, this door reads and writes
 
     def _handshake(self, request: Request) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         assert self._transport is not None
-        app = self._server.app
+        server = self._server
         peer = self._transport.get_extra_info("peername")
         hs = HandshakeRequest.from_target(
             request.path, request.headers.raw_items(),
             (peer[0], peer[1]) if isinstance(peer, tuple) else None,
         )
-        route = app.routes.get(hs.path)
-        if route is None:
-            static = app.statics.get(hs.path)
-            if static is not None:
-                self._respond(200, "OK", static.body, static.content_type)
-            else:
-                self._respond(404, "Not Found", f"No route for {hs.path}\n".encode())
-            return
-        admission = app.door.check(hs, route.origins, self._server.loop.time())
-        if admission.status != 101:
-            self._refuse(admission)
-            return
-        authenticate = route.authenticator
-        if authenticate is None:
-            self._accept(route, hs, request, admission)
-            return
-        # Authentication may do I/O: hold the connection while it runs.
-        self._transport.pause_reading()
-        app._owner.spawn(self._authenticate(route, hs, request, admission.client_ip),
-                         name="authenticate")
+        upgrade = request.headers.get_all("Upgrade")
+        decision = server.app.acceptor.decide(
+            hs, server.loop.time(), method=request.method,
+            websocket=any("websocket" in value.lower() for value in upgrade),
+        )
+        if isinstance(decision, Pending):
+            # An authenticator or an async endpoint may do I/O: hold the connection meanwhile.
+            self._transport.pause_reading()
+            server.app._owner.spawn(self._decide_later(request, decision), name="handshake")
+        elif isinstance(decision, Accept):
+            self._accept(request, decision)
+        else:
+            self._respond(decision)
 
-    async def _authenticate(
-        self, route: Route, hs: HandshakeRequest, request: Request, ip: str | None
-    ) -> None:
-        authenticate = route.authenticator
-        assert authenticate is not None
-        try:
-            admission = await self._server.app.door.authenticate(hs, authenticate, ip)
-        except Exception:
-            logger.exception("authentication failed with an error on route %s", route.path)
-            admission = Admission(500, "authentication error")
+    async def _decide_later(self, request: Request, pending: Pending) -> None:
+        decision = await pending
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        if admission.status == 101:
-            self._accept(route, hs, request, admission)
+        if isinstance(decision, Accept):
+            self._accept(request, decision)
         else:
-            self._refuse(admission)
+            self._respond(decision)
         self._pump()
         transport.resume_reading()
 
-    def _respond(self, status: int, reason: str, body: bytes,
-                 content_type: str = "text/plain; charset=utf-8") -> None:
-        self._proto.send_response(_response(status, reason, body, content_type))
+    def _respond(self, response: HttpResponse) -> None:
+        self._proto.send_response(_response(response))
 
-    def _refuse(self, admission: Admission) -> None:
-        phrase = http.HTTPStatus(admission.status).phrase
-        self._respond(admission.status, phrase, f"{admission.reason}\n".encode())
-
-    def _accept(
-        self, route: Route, hs: HandshakeRequest, request: Request, admission: Admission
-    ) -> None:
+    def _accept(self, request: Request, accept: Accept) -> None:
         app = self._server.app
+        route, admission = accept.route, accept.admission
         proto = self._proto
         proto.max_message_size = route.max_message_size
         self._max_send_queue = route.max_send_queue
         response = proto.accept(request)
         proto.send_response(response)
         # websockets' parser generator keeps the request alive for the whole
-        # connection; its headers are copied into ``hs``, so free them (~1 KiB).
+        # connection; its headers are copied into the HandshakeRequest, so free them (~1 KiB).
         request.headers.clear()
         if response.status_code != 101:
             return
@@ -259,7 +244,7 @@ class NativeConnection(asyncio.Protocol, Connection):
         if app.door.guard.enabled and admission.client_ip is not None:
             self._counted_ip = admission.client_ip
             app.door.guard.opened(admission.client_ip)
-        socket = WebSocket(hs, self, route=route.path, subprotocol=proto.subprotocol,
+        socket = WebSocket(accept.request, self, route=route.path, subprotocol=proto.subprotocol,
                            user_id=admission.user_id)
         self._session = Session(app.hub, route, socket, app._owner,
                                 self._pause_reading, self._resume_reading)

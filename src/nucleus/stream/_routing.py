@@ -16,7 +16,7 @@ from ._handler import StreamHandler
 from ._ratelimit import RateLimit, RateLimiter
 from ._request import HandshakeRequest
 
-__all__ = ["Limits", "Route", "StaticFile"]
+__all__ = ["Limits", "Route"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +97,3 @@ class Route:
             )
         if self.max_message_size <= 0 or self.max_send_queue <= 0:
             raise ConfigError(f"route {self.path!r}: limits must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class StaticFile:
-    """A small file served over plain HTTP GET (the demo page, the browser client)."""
-
-    body: bytes
-    content_type: str

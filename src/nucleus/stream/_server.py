@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from importlib import resources
 from typing import Any, TypeVar
 
+from ._acceptor import Acceptor, HttpHandler, HttpResponse
 from ._asgi import AsgiConnection, Receive, Scope, Send, handle_asgi
 from ._backend import Backend, backend_from_url
 from ._errors import ConfigError, RouteError
@@ -26,7 +27,7 @@ from ._hub import StreamHub
 from ._native import NativeServer
 from ._ratelimit import RateLimit
 from ._request import HandshakeRequest
-from ._routing import Limits, Route, StaticFile
+from ._routing import Limits, Route
 from ._tasks import TaskOwner
 
 __all__ = ["CLIENT_JS_ROUTE", "StreamServer", "client_js_path"]
@@ -93,7 +94,8 @@ class StreamServer:
             trusted_proxies=trusted_proxies,
         )
         self.routes: dict[str, Route] = {}
-        self.statics: dict[str, StaticFile] = {}
+        self.http_routes: dict[str, HttpHandler] = {}
+        self.acceptor = Acceptor(self.routes, self.http_routes, self.door)
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
         self._background: list[Background] = []
@@ -168,9 +170,30 @@ class StreamServer:
             raise ConfigError("the backend cannot change once the server has started")
         self.hub.backend = backend if isinstance(backend, Backend) else backend_from_url(backend)
 
+    def http_route(self, path: str, handler: HttpHandler) -> None:
+        """
+        Answer plain HTTP GET requests for ``path`` with ``handler(request)``.
+
+        ``handler`` takes the :class:`HandshakeRequest` and returns an
+        :class:`HttpResponse`, or awaits one. It is for small endpoints (a page,
+        a health check): the door policy (address caps, origins, ``auth``) does
+        not apply, an exception becomes a 500 whose body never carries its
+        text, and other methods get 405. A WebSocket route may share the path:
+        upgrade requests go to it, the others here.
+        """
+        if not path.startswith("/") or "?" in path or "#" in path:
+            raise RouteError(f"an HTTP route path starts with '/' and has no query, got {path!r}")
+        if path in self.http_routes:
+            hint = " (serve_client=False leaves it free)" if path == CLIENT_JS_ROUTE else ""
+            raise RouteError(f"HTTP route {path!r} is already declared{hint}")
+        if not callable(handler):
+            raise RouteError(f"HTTP route {path!r} needs a callable, got {handler!r}")
+        self.http_routes[path] = handler
+
     def static(self, path: str, body: bytes, content_type: str) -> None:
         """Serve a small in-memory file over plain HTTP GET at ``path``."""
-        self.statics[path] = StaticFile(body, content_type)
+        response = HttpResponse(200, body, content_type)
+        self.http_route(path, lambda request: response)
 
     def _serve_client(self) -> None:
         try:

@@ -16,11 +16,11 @@ from __future__ import annotations
 from typing import Any, Final
 
 import msgspec
-from websockets.frames import Close, Frame, Opcode
+from websockets.frames import Frame, Opcode
 
 from ._message import Binary, SocketMessage, Text
 
-__all__ = ["SUBPROTOCOL", "Outgoing", "close_frame", "control_frame", "envelope"]
+__all__ = ["SUBPROTOCOL", "Outgoing", "control_frame", "envelope"]
 
 SUBPROTOCOL: Final = "nucleus.v1"
 
@@ -32,11 +32,6 @@ def _frame(opcode: Opcode, data: bytes) -> bytes:
     # Server frames are never masked (RFC 6455 §5.1), so the bytes are the same
     # for every recipient.
     return Frame(opcode, data).serialize(mask=False)
-
-
-def close_frame(code: int, reason: str = "") -> bytes:
-    """A serialized close frame (RFC 6455 §5.5.1)."""
-    return _frame(Opcode.CLOSE, Close(code, reason).serialize())
 
 
 def _is_json(data: bytes) -> bool:
