@@ -92,3 +92,41 @@ async def serve_native() -> AsyncIterator[Serve]:
     yield start
     for app in apps:
         await app.aclose()
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of the test's own on the test Redis, deleted afterwards."""
+    from .backends import delete_prefix, new_prefix, require_redis
+
+    require_redis()
+    prefix = new_prefix()
+    yield prefix
+    await delete_prefix(prefix)
+
+
+BACKENDS = ["memory", "yielding", "redis"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def any_backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[str]:
+    """
+    Run the test with ``StreamServer()``'s default backend being each of: the
+    memory one, the memory one suspending at every await, and Redis.
+    """
+    from nucleus.stream import _server
+
+    from .backends import YieldingBackend, delete_prefix, new_prefix, redis_backend, require_redis
+
+    kind = str(request.param)
+    prefix = new_prefix()
+    if kind == "yielding":
+        monkeypatch.setattr(_server, "backend_from_url", lambda url=None: YieldingBackend())
+    elif kind == "redis":
+        require_redis()
+        monkeypatch.setattr(_server, "backend_from_url", lambda url=None: redis_backend(prefix))
+    yield kind
+    if kind == "redis":
+        await delete_prefix(prefix)

@@ -17,6 +17,8 @@ from .conftest import Serve
 from .helpers import Recorder, within
 from .tagged_client import TaggedClient
 
+pytestmark = pytest.mark.usefixtures("any_backend")
+
 SECRET = "k" * 32
 
 

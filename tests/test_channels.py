@@ -6,6 +6,7 @@ import asyncio
 import json
 import struct
 
+import pytest
 from websockets.asyncio.client import connect
 
 from nucleus.stream import (
@@ -21,6 +22,8 @@ from nucleus.stream import (
 from .conftest import Serve
 from .helpers import Clock, Recorder, within
 from .tagged_client import TaggedClient
+
+pytestmark = pytest.mark.usefixtures("any_backend")
 
 
 class Open(Recorder):
@@ -195,7 +198,8 @@ async def test_replay_races_live_broadcasts_without_gap_or_duplicate(serve: Serv
     await within(publisher)
     while len(client.channels["race"].received) < sent:
         await within(client.pubs.get())
-    assert [d for _, d in client.channels["race"].received] == list(range(sent))
+    got = client.channels["race"].received
+    assert [d for _, d in got] == list(range(sent)), got
     await client.close()
 
 

@@ -11,7 +11,8 @@ The hub is exact under a backend that suspends at every await. A library
 client joining a room gets its ``joined`` frame, then the replay, then live
 publications, each exactly once: while its join is in flight, publications
 for that room are held for it and, once the replay is queued, those the
-replay already covered are dropped.
+replay already covered are dropped; with a backend whose live stream may lag
+its history (a broker), later arrivals the replay covered are dropped too.
 """
 
 from __future__ import annotations
@@ -70,6 +71,16 @@ class Channel:
         return f"<Channel {self.name!r}>"
 
 
+class _Join:
+    """A library client's join: publications held until its replay is queued, then a floor."""
+
+    __slots__ = ("floor", "held")
+
+    def __init__(self) -> None:
+        self.held: list[Outgoing] | None = []
+        self.floor = 0
+
+
 class StreamHub:
     """Rooms, users, presence and sending for the sockets of one server (or cluster)."""
 
@@ -80,8 +91,9 @@ class StreamHub:
         self._policy_cache: dict[str, HistoryPolicy] = {}
         # Resume positions a tagged client announced in its hello, per socket.
         self._positions: dict[str, dict[str, tuple[str | None, int | None]]] = {}
-        # Joins in flight: room -> socket id -> publications held for it.
-        self._pending: dict[str, dict[str, list[Outgoing]]] = {}
+        # Joins in flight, or whose live stream has not yet passed the replay:
+        # room -> socket id -> join.
+        self._pending: dict[str, dict[str, _Join]] = {}
         self._tasks = TaskOwner()
 
     async def start(self) -> None:
@@ -166,26 +178,27 @@ class StreamHub:
                 await self._confirm(socket, room, request_id, resume)
             return
         policy = self.history_policy(room)
-        held: list[Outgoing] | None = None
+        join: _Join | None = None
         if socket.tagged:
-            held = self._pending.setdefault(room, {}).setdefault(socket.id, [])
+            join = self._pending.setdefault(room, {})[socket.id] = _Join()
         try:
             await self.backend.room_active(room, policy)
             await self.backend.socket_joined(socket.id, room, socket.user_id)
-            if held is None:
+            if join is None:
                 return
             epoch, offset = resume if resume is not None else (None, None)
             recovery = await self.backend.recover(room, epoch, offset, policy)
         except BaseException:
-            if held is not None and self._holding(room, socket.id) is held:
+            if join is not None and self._holding(room, socket.id) is join:
                 self._unhold(room, socket.id)
             if socket.id in self._registry and self._registry.leave(socket.id, room):
                 if not self._registry.members(room):
                     await self._quietly(self.backend.room_inactive(room))
             raise
-        if self._holding(room, socket.id) is not held:
+        if self._holding(room, socket.id) is not join:
             return  # it left (or its socket closed) while the join was in flight
-        self._unhold(room, socket.id)
+        assert join is not None and join.held is not None
+        held, join.held = join.held, None
         asked = epoch is not None and offset is not None
         self._joined(socket, room, recovery.epoch, recovery.offset,
                      recovery.recovered if asked else None, request_id)
@@ -199,6 +212,11 @@ class StreamHub:
         for out in held:
             if out.offset is not None and out.offset > last:
                 socket.deliver(out)
+                last = out.offset
+        if self.backend.single_node or (held and held[-1].offset == last):
+            self._unhold(room, socket.id)  # live is past the replay
+        else:
+            join.floor = last  # arrivals up to here were replayed: drop them
 
     async def _confirm(
         self, socket: WebSocket, room: str, request_id: int | None,
@@ -211,11 +229,11 @@ class StreamHub:
             recovered = resume[0] == recovery.epoch and resume[1] <= recovery.offset
         self._joined(socket, room, recovery.epoch, recovery.offset, recovered, request_id)
 
-    def _holding(self, room: str, socket_id: str) -> list[Outgoing] | None:
+    def _holding(self, room: str, socket_id: str) -> _Join | None:
         pending = self._pending.get(room)
         return None if pending is None else pending.get(socket_id)
 
-    def _unhold(self, room: str, socket_id: str) -> list[Outgoing] | None:
+    def _unhold(self, room: str, socket_id: str) -> _Join | None:
         pending = self._pending.get(room)
         if pending is None:
             return None
@@ -371,10 +389,13 @@ class StreamHub:
             for socket_id, socket in members.items():
                 if exclude and socket_id in exclude:
                     continue
-                held = pending.get(socket_id) if pending else None
-                if held is not None:
-                    held.append(out)
-                else:
+                join = pending.get(socket_id) if pending else None
+                if join is None:
+                    socket.deliver(out)
+                elif join.held is not None:
+                    join.held.append(out)
+                elif publication.offset > join.floor:
+                    self._unhold(room, socket_id)  # live has passed the replay
                     socket.deliver(out)
         else:
             for socket in members.values():

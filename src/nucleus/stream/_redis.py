@@ -146,10 +146,12 @@ class RedisBackend(Backend):
                 self.url, max_connections=self._max_connections, timeout=self.timeout,
                 socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 0),
+                # RESP2: pub/sub messages are plain replies this link reads itself.
+                protocol=2,
             )
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL {self.url!r}: {exc}") from None
-        self._client = aioredis.Redis(connection_pool=pool)
+        self._client = aioredis.Redis.from_pool(pool)  # owns it: aclose() closes it
         self._scripts = {
             name: self._client.register_script(getattr(lua, name))
             for name in lua.__all__
