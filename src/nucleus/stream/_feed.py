@@ -114,8 +114,8 @@ class RoomFeed:
             for publication in recovery.publications:
                 if publication.offset > self.offset:
                     out.append(Arrival(recovery.epoch, publication))
-                    self.offset = publication.offset
-            self.offset = max(self.offset, recovery.offset) if not out else self.offset
+            # Recovered: the replay reaches the room's position exactly.
+            self.offset = max(self.offset, recovery.offset)
         for index, arrival in enumerate(held):
             verdict = self.accept(arrival)
             if verdict is FeedVerdict.DELIVER:

@@ -454,9 +454,8 @@ class StreamHub:
         return self._registry.users()
 
     def local_room_users(self, room: str) -> list[str]:
-        users = {s.user_id for s in self._registry.members(room).values()}
-        users.discard(None)
-        return sorted(u for u in users if u is not None)
+        members = self._registry.members(room).values()
+        return sorted({s.user_id for s in members if s.user_id is not None})
 
     def local_count(self) -> int:
         return len(self._registry)

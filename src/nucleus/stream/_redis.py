@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Collection
+from collections.abc import Awaitable, Collection
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import redis.asyncio as aioredis
@@ -102,6 +103,7 @@ class RedisBackend(Backend):
             raise ConfigError("timeout and probe_interval must be positive, and "
                               "presence_timeout more than twice probe_interval")
         self.url = url
+        self._shown_url = _without_password(url)
         self.prefix = prefix
         self.timeout = timeout
         self.presence_timeout = presence_timeout
@@ -125,7 +127,8 @@ class RedisBackend(Backend):
         self._feeds: dict[str, RoomFeed] = {}
         self._policies: dict[str, HistoryPolicy] = {}
         self._rooms_by_channel: dict[bytes, str] = {}
-        self._reconnected = False
+        self._linked_before = False
+        self._reconnected = False  # this link replaces a lost one: repair every room
         # health
         self._available = True
         self._link_up = False
@@ -134,7 +137,7 @@ class RedisBackend(Backend):
         self._resync_needed = False
 
     def __repr__(self) -> str:
-        return f"<RedisBackend {self.url} prefix={self.prefix!r} node={self.node_id}>"
+        return f"<RedisBackend {self._shown_url} prefix={self.prefix!r} node={self.node_id}>"
 
     # lifecycle
 
@@ -189,31 +192,25 @@ class RedisBackend(Backend):
     async def _call(self, script: str, *args: Any) -> Any:
         if self._client is None:
             raise BackendUnavailable("the Redis backend is not started")
-        try:
-            async with asyncio.timeout(self.timeout):
-                result = await self._scripts[script](args=[self.prefix, *args])
-        except ResponseError as exc:
-            raise BackendError(f"Redis refused {script}: {exc}") from exc
-        except _LINK_ERRORS as exc:
-            self._outage(exc)
-            raise BackendUnavailable(
-                f"Redis at {self.url} is unreachable ({type(exc).__name__}); retry later"
-            ) from exc
-        self._recovered()
-        return result
+        return await self._guarded(script, self._scripts[script](args=[self.prefix, *args]))
 
     async def _command(self, *args: Any) -> Any:
         if self._client is None:
             raise BackendUnavailable("the Redis backend is not started")
+        command = self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+        return await self._guarded(str(args[0]), command)
+
+    async def _guarded(self, name: str, call: Awaitable[Any]) -> Any:
+        """Await ``call`` within ``timeout``, translating Redis failures to BackendError."""
         try:
             async with asyncio.timeout(self.timeout):
-                result = await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+                result = await call
         except ResponseError as exc:
-            raise BackendError(f"Redis refused {args[0]}: {exc}") from exc
+            raise BackendError(f"Redis refused {name}: {exc}") from exc
         except _LINK_ERRORS as exc:
             self._outage(exc)
             raise BackendUnavailable(
-                f"Redis at {self.url} is unreachable ({type(exc).__name__}); retry later"
+                f"Redis at {self._shown_url} is unreachable ({type(exc).__name__}); retry later"
             ) from exc
         self._recovered()
         return result
@@ -223,12 +220,12 @@ class RedisBackend(Backend):
         if self._available:
             self._available = False
             logger.error("Redis at %s is unreachable (%s: %s); serving local sockets only "
-                         "until it is back", self.url, type(exc).__name__, exc)
+                         "until it is back", self._shown_url, type(exc).__name__, exc)
 
     def _recovered(self) -> None:
         if not self._available:
             self._available = True
-            logger.warning("Redis at %s is reachable again", self.url)
+            logger.warning("Redis at %s is reachable again", self._shown_url)
 
     def healthy(self) -> bool:
         if self._client is None or not self._available or not self._link_up:
@@ -335,7 +332,7 @@ class RedisBackend(Backend):
         except TimeoutError:
             ready.cancel()
             raise BackendUnavailable(
-                f"Redis at {self.url} did not confirm a subscription within {self.timeout}s"
+                f"Redis at {self._shown_url} did not confirm a subscription within {self.timeout}s"
             ) from None
 
     async def _send(self, conn: AbstractConnection, *args: Any) -> None:
@@ -463,11 +460,9 @@ class RedisBackend(Backend):
             self._sent[channel] = self._sub_seq[channel] = 1
         for channel, waiters in self._waiters.items():
             self._waiters[channel] = [(1, future) for _, future in waiters]
-        self._reconnected = self._link_up_once
-        self._link_up_once = True
+        self._reconnected = self._linked_before
+        self._linked_before = True
         self._tasks.spawn(self._send(conn, "SUBSCRIBE", *channels), name="resubscribe")
-
-    _link_up_once = False
 
     def _link_down(self, exc: BaseException) -> None:
         if self._closing:
@@ -637,3 +632,11 @@ class RedisBackend(Backend):
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _without_password(url: str) -> str:
+    """The URL for logs and errors: a password in it is masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)

@@ -56,6 +56,16 @@ local function user_room_delta(room, user, delta)
   local n = redis.call('HINCRBY', key, user, delta)
   if n <= 0 then redis.call('HDEL', key, user) end
 end
+-- The room's epoch; a room without one (new, or its meta lost) starts one, empty.
+local function room_epoch(meta, hist, fresh)
+  local epoch = redis.call('HGET', meta, 'e')
+  if not epoch then
+    epoch = fresh
+    redis.call('HSET', meta, 'e', epoch, 'o', 0)
+    redis.call('DEL', hist)
+  end
+  return epoch
+end
 local function drop_socket(sid)
   local sk = P .. ':sock:' .. sid
   local fields = redis.call('HMGET', sk, 'n', 'u')
@@ -89,12 +99,7 @@ PUBLISH = _script("""
 local room = ARGV[2]
 local meta = P .. ':room:' .. room .. ':meta'
 local hist = P .. ':room:' .. room .. ':hist'
-local epoch = redis.call('HGET', meta, 'e')
-if not epoch then
-  epoch = ARGV[8]
-  redis.call('HSET', meta, 'e', epoch, 'o', 0)
-  redis.call('DEL', hist)
-end
+local epoch = room_epoch(meta, hist, ARGV[8])
 local offset = redis.call('HINCRBY', meta, 'o', 1)
 redis.call('PEXPIRE', meta, ARGV[7])
 local size = tonumber(ARGV[5])
@@ -116,12 +121,7 @@ RECOVER = _script("""
 local room = ARGV[2]
 local meta = P .. ':room:' .. room .. ':meta'
 local hist = P .. ':room:' .. room .. ':hist'
-local epoch = redis.call('HGET', meta, 'e')
-if not epoch then
-  epoch = ARGV[7]
-  redis.call('HSET', meta, 'e', epoch, 'o', 0)
-  redis.call('DEL', hist)
-end
+local epoch = room_epoch(meta, hist, ARGV[7])
 redis.call('PEXPIRE', meta, ARGV[6])
 local offset = tonumber(redis.call('HGET', meta, 'o'))
 if ARGV[3] == '' then return {epoch, offset, 1} end
