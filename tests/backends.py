@@ -67,20 +67,27 @@ class YieldingBackend(MemoryBackend):
     async def socket_opened(self, socket_id: str) -> None:
         await self._pause()
 
+    # The memory backend reports presence from the registry as it is during
+    # the call, so the yield comes after it.
+
     async def socket_closed(
         self, socket_id: str, user_id: str | None, rooms: Collection[str]
     ) -> None:
+        await super().socket_closed(socket_id, user_id, rooms)
         await self._pause()
 
     async def user_bound(
         self, socket_id: str, user_id: str, previous: str | None, rooms: Collection[str]
     ) -> None:
+        await super().user_bound(socket_id, user_id, previous, rooms)
         await self._pause()
 
     async def socket_joined(self, socket_id: str, room: str, user_id: str | None) -> None:
+        await super().socket_joined(socket_id, room, user_id)
         await self._pause()
 
     async def socket_left(self, socket_id: str, room: str, user_id: str | None) -> None:
+        await super().socket_left(socket_id, room, user_id)
         await self._pause()
 
 
@@ -114,7 +121,7 @@ async def delete_prefix(prefix: str) -> None:
         await client.aclose()
 
 
-def redis_backend(prefix: str, **options: Any) -> RedisBackend:
+def redis_backend(prefix: str, url: str = REDIS_URL, **options: Any) -> RedisBackend:
     options.setdefault("presence_timeout", 3.0)
     options.setdefault("probe_interval", 0.5)
-    return RedisBackend(REDIS_URL, prefix=prefix, **options)
+    return RedisBackend(url, prefix=prefix, **options)

@@ -19,6 +19,18 @@ async def within(awaitable: Any, seconds: float = DEADLINE) -> Any:
     return await asyncio.wait_for(awaitable, seconds)
 
 
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = DEADLINE) -> None:
+    """
+    Wait until ``await check()`` is true, failing after ``seconds``: for state
+    kept elsewhere (a cluster's indexes in Redis) that no local event announces.
+    """
+    async def poll() -> None:
+        while not await check():  # noqa: ASYNC110 - nothing to wait on but the answer
+            await asyncio.sleep(0.01)
+
+    await within(poll(), seconds)
+
+
 class Recorder(StreamHandler):
     """Records every callback; joins ``rooms`` on connect; echoes into ``room`` if asked."""
 

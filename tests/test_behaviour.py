@@ -8,6 +8,7 @@ the ASGI adapter under uvicorn (see ``conftest.serve``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
@@ -259,12 +260,14 @@ async def test_hub_addresses_sockets_users_and_rooms(serve: Serve) -> None:
     server.route("/ws", handler)
     hub = server.hub
     base = await serve(server)
-    async with (
-        connect(f"{base}/ws") as phone,
-        connect(f"{base}/ws") as laptop,
-        connect(f"{base}/ws") as other,
-    ):
-        s_phone, s_laptop, s_other = [await within(handler.connected.get()) for _ in range(3)]
+    async with contextlib.AsyncExitStack() as stack:
+        # One at a time: under a backend that suspends, on_connect may finish out of order.
+        phone = await stack.enter_async_context(connect(f"{base}/ws"))
+        s_phone = await within(handler.connected.get())
+        laptop = await stack.enter_async_context(connect(f"{base}/ws"))
+        s_laptop = await within(handler.connected.get())
+        other = await stack.enter_async_context(connect(f"{base}/ws"))
+        s_other = await within(handler.connected.get())
         await hub.identify(s_phone.id, "alice")
         await hub.identify(s_laptop.id, "alice")
         await hub.identify(s_other.id, "bob")

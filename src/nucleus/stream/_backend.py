@@ -65,6 +65,16 @@ class Delivery(Protocol):
         ``recovery``'s position.
         """
 
+    def presence_changed(self, room: str, user_id: str, present: bool) -> None:
+        """
+        ``user_id`` now has a socket in ``room`` on some node (``present``), or
+        no longer has one on any node: tell this node's presence watchers.
+        Called once per change of the cluster-wide answer of ``room_users``.
+        """
+
+    def presence_stale(self, room: str) -> None:
+        """Changes of ``room``'s presence may have been missed: resend the state."""
+
     def local_members(self, room: str) -> Mapping[str, object]:
         """The room's sockets on this node."""
 
@@ -76,6 +86,9 @@ class Delivery(Protocol):
 
     def local_room_users(self, room: str) -> list[str]:
         """Sorted ids of users with a socket in ``room`` on this node."""
+
+    def local_user_in_room(self, user_id: str, room: str) -> int:
+        """How many sockets of ``user_id`` on this node are in ``room``."""
 
     def local_count(self) -> int:
         """Open sockets on this node."""
@@ -322,18 +335,37 @@ class MemoryBackend(Backend):
     async def socket_closed(
         self, socket_id: str, user_id: str | None, rooms: Collection[str]
     ) -> None:
-        pass
+        if user_id is not None:
+            for room in rooms:
+                self._presence(room, user_id, False)
 
     async def user_bound(
         self, socket_id: str, user_id: str, previous: str | None, rooms: Collection[str]
     ) -> None:
-        pass
+        for room in rooms:
+            if previous is not None:
+                self._presence(room, previous, False)
+            self._presence(room, user_id, True)
 
     async def socket_joined(self, socket_id: str, room: str, user_id: str | None) -> None:
-        pass
+        if user_id is not None:
+            self._presence(room, user_id, True)
 
     async def socket_left(self, socket_id: str, room: str, user_id: str | None) -> None:
-        pass
+        if user_id is not None:
+            self._presence(room, user_id, False)
+
+    def _presence(self, room: str, user_id: str, arrived: bool) -> None:
+        """
+        A socket of ``user_id`` arrived in ``room`` or left it (the hub's
+        registry already says so): the user arrived with its first socket
+        there and left with its last.
+        """
+        delivery = self._delivery
+        if delivery is not None:
+            sockets = delivery.local_user_in_room(user_id, room)
+            if sockets == (1 if arrived else 0):
+                delivery.presence_changed(room, user_id, arrived)
 
     async def online_users(self) -> list[str]:
         return self.delivery.local_users()

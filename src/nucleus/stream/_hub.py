@@ -13,6 +13,10 @@ publications, each exactly once: while its join is in flight, publications
 for that room are held for it and, once the replay is queued, those the
 replay already covered are dropped; with a backend whose live stream may lag
 its history (a broker), later arrivals the replay covered are dropped too.
+
+Room presence works the same way: a socket that starts watching a room's
+presence gets its state (``room_users``), and the changes that arrive while
+that state is read are held and sent after it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from ._message import SocketMessage
 from ._registry import Registry
 from ._socket import WebSocket
 from ._tasks import TaskOwner
-from ._wire import Outgoing
+from ._wire import Outgoing, control_frame
 
 __all__ = ["Channel", "StreamHub"]
 
@@ -94,6 +98,9 @@ class StreamHub:
         # Joins in flight, or whose live stream has not yet passed the replay:
         # room -> socket id -> join.
         self._pending: dict[str, dict[str, _Join]] = {}
+        # Presence watchers: room -> socket id -> changes held while its state
+        # is read, or None once it gets them live.
+        self._watchers: dict[str, dict[str, list[tuple[str, bool]] | None]] = {}
         self._tasks = TaskOwner()
 
     async def start(self) -> None:
@@ -149,6 +156,7 @@ class StreamHub:
         pending = self._pending.get(room)
         if pending is not None:
             pending.pop(socket.id, None)  # its join, still in flight, is void
+        self._unwatch(room, socket.id)
         if socket.tagged and (left or request_id is not None):
             answer: dict[str, Any] = {"type": "left", "channel": room}
             if request_id is not None:
@@ -194,6 +202,7 @@ class StreamHub:
             if socket.id in self._registry and self._registry.leave(socket.id, room):
                 if not self._registry.members(room):
                     await self._quietly(self.backend.room_inactive(room))
+                await self._quietly(self.backend.socket_left(socket.id, room, socket.user_id))
             raise
         if self._holding(room, socket.id) is not join:
             return  # it left (or its socket closed) while the join was in flight
@@ -260,6 +269,48 @@ class StreamHub:
         if request_id is not None:
             frame["id"] = request_id
         socket.deliver_control(frame)
+
+    # room presence
+
+    async def _watch(self, socket: WebSocket, room: str) -> None:
+        """
+        Send ``room``'s presence to a member socket, then every change of it.
+
+        Raises :class:`BackendError` if the state could not be read (the
+        socket does not watch then).
+        """
+        if room not in self._registry.rooms_of(socket.id):
+            raise ChannelError(f"only members of {room!r} can watch its presence")
+        await self._send_presence(room, (socket.id,))
+
+    async def _send_presence(self, room: str, socket_ids: Collection[str]) -> None:
+        watchers = self._watchers.setdefault(room, {})
+        for socket_id in socket_ids:
+            watchers[socket_id] = []
+        try:
+            users = await self.backend.room_users(room)
+        except BaseException:
+            for socket_id in socket_ids:
+                if self._watchers.get(room, {}).get(socket_id) is not None:
+                    self._unwatch(room, socket_id)
+            raise
+        state = control_frame({"type": "presence_state", "channel": room, "users": users})
+        watchers = self._watchers.get(room, {})
+        for socket_id in socket_ids:
+            held = watchers.get(socket_id)
+            socket = self._registry.find(socket_id)
+            if held is None or socket is None:
+                continue  # it stopped watching (or left) meanwhile
+            watchers[socket_id] = None
+            socket.deliver_encoded(state)
+            for user_id, present in held:
+                socket.deliver_control(_presence_diff(room, user_id, present))
+
+    def _unwatch(self, room: str, socket_id: str) -> None:
+        watchers = self._watchers.get(room)
+        if watchers is not None and watchers.pop(socket_id, False) is not False:
+            if not watchers:
+                del self._watchers[room]
 
     # sending
 
@@ -335,11 +386,11 @@ class StreamHub:
 
     async def _bind(self, socket: WebSocket, user_id: str) -> None:
         previous, _, _ = self._registry.bind_user(socket.id, user_id)
-        socket.user_id = user_id
         if previous == user_id:
             return
         if previous is not None and f"user:{previous}" in self._registry.rooms_of(socket.id):
-            await self.leave_room(socket.id, f"user:{previous}")
+            await self.leave_room(socket.id, f"user:{previous}")  # as the previous user
+        socket.user_id = user_id
         await self.backend.user_bound(socket.id, user_id, previous,
                                       self._registry.rooms_of(socket.id))
 
@@ -442,6 +493,32 @@ class StreamHub:
             if socket.tagged:
                 self._joined(socket, room, recovery.epoch, recovery.offset, False, None)
 
+    def presence_changed(self, room: str, user_id: str, present: bool) -> None:
+        watchers = self._watchers.get(room)
+        if not watchers:
+            return
+        encoded: tuple[bytes, str] | None = None
+        for socket_id, held in watchers.items():
+            if held is not None:
+                held.append((user_id, present))
+                continue
+            socket = self._registry.find(socket_id)
+            if socket is not None:
+                if encoded is None:
+                    encoded = control_frame(_presence_diff(room, user_id, present))
+                socket.deliver_encoded(encoded)
+
+    def presence_stale(self, room: str) -> None:
+        live = [sid for sid, held in self._watchers.get(room, {}).items() if held is None]
+        if live:
+            self._tasks.spawn(self._resend_presence(room, live), name=f"presence {room}")
+
+    async def _resend_presence(self, room: str, socket_ids: list[str]) -> None:
+        try:
+            await self._send_presence(room, socket_ids)
+        except BackendError as exc:
+            logger.warning("room %r: presence could not be resent: %s", room, exc)
+
     def local_members(self, room: str) -> Mapping[str, object]:
         return self._registry.members(room)
 
@@ -456,6 +533,10 @@ class StreamHub:
     def local_room_users(self, room: str) -> list[str]:
         members = self._registry.members(room).values()
         return sorted({s.user_id for s in members if s.user_id is not None})
+
+    def local_user_in_room(self, user_id: str, room: str) -> int:
+        members = self._registry.members(room)
+        return sum(1 for socket_id in self._registry.user_sockets(user_id) if socket_id in members)
 
     def local_count(self) -> int:
         return len(self._registry)
@@ -490,6 +571,7 @@ class StreamHub:
         departure = self._registry.remove(socket_id)
         for room in departure.rooms:
             self._unhold(room, socket_id)
+            self._unwatch(room, socket_id)
         for room in departure.emptied_rooms:
             await self._quietly(self.backend.room_inactive(room))
         await self._quietly(self.backend.socket_closed(
@@ -497,4 +579,10 @@ class StreamHub:
 
     def _is_empty(self) -> bool:
         """True when no socket, room, user or join entry is held (leak checks)."""
-        return self._registry.is_empty() and not self._positions and not self._pending
+        return (self._registry.is_empty() and not self._positions and not self._pending
+                and not self._watchers)
+
+
+def _presence_diff(room: str, user_id: str, present: bool) -> dict[str, Any]:
+    return {"type": "presence_diff", "channel": room,
+            "join" if present else "leave": [user_id]}

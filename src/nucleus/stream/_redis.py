@@ -505,11 +505,16 @@ class RedisBackend(Backend):
             room = self._rooms_by_channel.get(channel)
             if room is not None:
                 self._repair(room)
+                if self._delivery is not None:
+                    self._delivery.presence_stale(room)
 
     def _on_room_message(self, channel: bytes, data: bytes) -> None:
         room = self._rooms_by_channel.get(channel)
         feed = self._feeds.get(room) if room is not None else None
         if room is None or feed is None or self._delivery is None:
+            return
+        if data[:1] in (b"+", b"-"):
+            self._delivery.presence_changed(room, data[1:].decode(), data[:1] == b"+")
             return
         try:
             epoch, offset, size, rest = data.split(b" ", 3)

@@ -19,9 +19,10 @@ lists them with their memory cost):
 ``P:seq``                             string join counter (member order)
 ====================================  =====  ================================================
 
-Channels: ``P:r:<room>`` carries a room's publications, ``P:n:<node>`` what
-is addressed to one node. A publication on ``P:r:<room>`` is
-``"<epoch> <offset> <len> " + exclude + body``.
+Channels: ``P:r:<room>`` carries a room's publications and presence changes,
+``P:n:<node>`` what is addressed to one node. A publication on ``P:r:<room>``
+is ``"<epoch> <offset> <len> " + exclude + body`` (an epoch is hex digits); a
+user's arrival in the room is ``"+<user>"``, its departure ``"-<user>"``.
 
 Every index script checks that the socket still exists, so an index update
 that arrives after the socket's removal changes nothing; and every one is
@@ -51,10 +52,15 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- A user's sockets in a room; its arrival (first) and departure (last) are
+-- published on the room's channel as "+<user>" and "-<user>".
 local function user_room_delta(room, user, delta)
   local key = P .. ':room:' .. room .. ':users'
   local n = redis.call('HINCRBY', key, user, delta)
   if n <= 0 then redis.call('HDEL', key, user) end
+  if (delta > 0 and n == 1) or (delta < 0 and n == 0) then
+    redis.call('PUBLISH', P .. ':r:' .. room, (delta > 0 and '+' or '-') .. user)
+  end
 end
 -- The room's epoch; a room without one (new, or its meta lost) starts one, empty.
 local function room_epoch(meta, hist, fresh)

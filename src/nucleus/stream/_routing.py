@@ -62,7 +62,8 @@ class Route:
     ``auth`` (or an overridden ``handler.authenticate``) runs before the upgrade;
     ``origins`` is the browser Origin allow-list; ``rate_limit`` caps inbound
     messages (``None``: unlimited); ``message_model`` validates every inbound
-    message before ``on_message`` sees it.
+    message before ``on_message`` sees it; ``presence`` lets library clients
+    watch who is in the rooms they are subscribed to.
     """
 
     path: str
@@ -73,6 +74,7 @@ class Route:
     origins: frozenset[str] | None = None
     rate_limit: RateLimit | None = None
     message_model: type | None = None
+    presence: bool = False
     limiter: RateLimiter | None = field(init=False, default=None)
 
     @property

@@ -40,6 +40,9 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 CLIENT_JS_ROUTE = "/nucleus/stream.js"
 
+#: Where load balancers ask whether this node can serve (``health_path=None``: nowhere).
+HEALTH_ROUTE = "/healthz"
+
 #: Inbound message limit of every route unless it says otherwise (see RateLimit).
 DEFAULT_RATE_LIMIT = RateLimit()
 
@@ -57,7 +60,10 @@ class StreamServer:
     A WebSocket server for :class:`StreamHandler` routes, sharing one :class:`StreamHub`.
 
     Limits (see :class:`Limits` for defaults) apply to every route unless a
-    route overrides ``max_message_size`` or ``max_send_queue``.
+    route overrides ``max_message_size`` or ``max_send_queue``. Besides its
+    routes it answers ``GET /nucleus/stream.js`` (the browser client;
+    ``serve_client=False`` turns it off) and ``GET /healthz`` (200, or 503
+    while the backend is unreachable; ``health_path`` moves it, None removes it).
     """
 
     def __init__(
@@ -77,6 +83,7 @@ class StreamServer:
         max_handshakes_per_ip: float | None = None,
         trusted_proxies: Iterable[str] = (),
         serve_client: bool = True,
+        health_path: str | None = HEALTH_ROUTE,
     ) -> None:
         if hub is not None and backend is not None:
             raise RouteError("pass either hub= or backend=, not both")
@@ -108,6 +115,8 @@ class StreamServer:
         self._stop: asyncio.Event | None = None
         if serve_client:
             self._serve_client()
+        if health_path is not None:
+            self.http_route(health_path, self._health)
 
     # configuration
 
@@ -122,6 +131,7 @@ class StreamServer:
         origins: Iterable[str] | None = None,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         message_model: type | None = None,
+        presence: bool = False,
     ) -> Route:
         """
         Serve ``handler`` at ``path``.
@@ -130,7 +140,10 @@ class StreamServer:
         ``Fortress.query_token()``) authenticates each handshake (401 when it
         answers None); ``origins`` lists the browser origins allowed (403 for
         others); ``rate_limit=None`` lifts the inbound message limit;
-        ``message_model`` rejects invalid messages before ``on_message``.
+        ``message_model`` rejects invalid messages before ``on_message``;
+        ``presence=True`` lets library clients watch who is in the rooms they
+        subscribed to (``stream.presence(room, callback)``): off by default,
+        since it reveals who is in a room.
         """
         if path in self.routes:
             raise RouteError(f"route {path!r} is already declared")
@@ -150,6 +163,7 @@ class StreamServer:
             allowed,
             rate_limit,
             message_model,
+            presence,
         )
         self.routes[path] = route
         return route
@@ -194,6 +208,17 @@ class StreamServer:
         """Serve a small in-memory file over plain HTTP GET at ``path``."""
         response = HttpResponse(200, body, content_type)
         self.http_route(path, lambda request: response)
+
+    async def _health(self, request: HandshakeRequest) -> HttpResponse:
+        """
+        For load balancers: 200 while this node can serve, 503 while its
+        backend is unreachable or its broker link stops answering probes.
+        """
+        await self._ensure_started()  # mounted without a lifespan, nothing else may start it
+        if self.hub.backend.healthy():
+            return HttpResponse(200, b'{"status":"ok"}', "application/json")
+        return HttpResponse(503, b'{"status":"unavailable","reason":"backend"}',
+                            "application/json", (("Retry-After", "1"),))
 
     def _serve_client(self) -> None:
         try:

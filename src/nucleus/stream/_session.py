@@ -53,6 +53,7 @@ class Session:
         "_closed",
         "_connected",
         "_expiry",
+        "_hello_presence",
         "_hello_timer",
         "_inbox",
         "_owner",
@@ -91,6 +92,8 @@ class Session:
         self._closed = False
         self._connected = False
         self._hello_timer: asyncio.TimerHandle | None = None
+        # Channels whose presence the hello asked for.
+        self._hello_presence: frozenset[str] = frozenset()
         self._expiry: asyncio.TimerHandle | None = None
 
     @property
@@ -242,10 +245,15 @@ class Session:
             socket._connecting = False
         # Channels the hello asked for that on_connect did not join are
         # subscribe requests.
-        positions = self.hub._positions.pop(socket.id, None)
-        if positions and socket.is_open:
+        positions = self.hub._positions.pop(socket.id, None) or {}
+        watch, self._hello_presence = self._hello_presence, frozenset()
+        if socket.is_open:
             for channel, (epoch, offset) in positions.items():
-                await self._subscribe(_tagged.Sub(channel, None, epoch, offset))
+                await self._subscribe(
+                    _tagged.Sub(channel, None, epoch, offset, channel in watch or None))
+            for channel in watch.difference(positions):
+                if channel in (self.hub.local_rooms(socket.id) or ()):
+                    await self._presence(channel, True)  # on_connect joined it
 
     async def _run_disconnect(self) -> None:
         socket_id = self.socket.id
@@ -267,6 +275,8 @@ class Session:
                 self.hub._positions[self.socket.id] = {
                     name: (pos.epoch, pos.offset) for name, pos in frame.channels.items()
                 }
+                self._hello_presence = frozenset(
+                    name for name, pos in frame.channels.items() if pos.presence)
                 self._connect_now()
                 return
         self._connect_now()
@@ -332,8 +342,35 @@ class Session:
         except BackendError:
             self._error("unavailable", f"subscribing to {channel!r} failed: the backend is "
                         "unavailable, try again later", frame.id, channel)
+            return
         except StreamError as exc:
             self._error("forbidden", str(exc), frame.id, channel)
+            return
+        if frame.presence is not None:
+            await self._presence(channel, frame.presence)
+
+    async def _presence(self, channel: str, watch: bool) -> None:
+        """Start or stop sending ``channel``'s presence to this (member) socket."""
+        if not watch:
+            self.hub._unwatch(channel, self.socket.id)
+            return
+        if not self.route.presence:
+            self._presence_error("forbidden", f"presence is off on route {self.route.path!r} "
+                                 "(the server enables it with route(..., presence=True))",
+                                 channel)
+            return
+        try:
+            await self.hub._watch(self.socket, channel)
+        except BackendError:
+            self._presence_error("unavailable", f"the presence of {channel!r} could not be "
+                                 "read: the backend is unavailable", channel)
+        except StreamError as exc:
+            self._presence_error("forbidden", str(exc), channel)
+
+    def _presence_error(self, code: str, message: str, channel: str) -> None:
+        # Not marked with "channel": the subscription itself stands.
+        self.socket.deliver_control(
+            {"type": "error", "code": code, "message": message, "presence": channel})
 
     async def _unsubscribe(self, frame: _tagged.Unsub) -> None:
         socket, channel = self.socket, frame.channel

@@ -140,6 +140,10 @@ class WebSocket:
         frame, text = control_frame(payload)
         self._conn.deliver_frame(frame, text)
 
+    def deliver_encoded(self, encoded: tuple[bytes, str]) -> None:
+        """Queue a control frame encoded once by :func:`control_frame` for many sockets."""
+        self._conn.deliver_frame(*encoded)
+
     def close_nowait(self, code: int = 1000, reason: str = "") -> None:
         """Start closing now, from code that cannot await."""
         self._conn.close(code, reason)

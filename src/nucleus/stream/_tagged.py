@@ -23,6 +23,7 @@ class Position(msgspec.Struct, frozen=True):
 
     epoch: str | None = None
     offset: int | None = None
+    presence: bool = False
 
 
 class Hello(msgspec.Struct, tag="hello", tag_field="type", frozen=True):
@@ -34,6 +35,7 @@ class Sub(msgspec.Struct, tag="sub", tag_field="type", frozen=True):
     id: int | None = None
     epoch: str | None = None
     offset: int | None = None
+    presence: bool | None = None  # start (True) or stop (False) watching its presence
 
 
 class Unsub(msgspec.Struct, tag="unsub", tag_field="type", frozen=True):

@@ -30,6 +30,8 @@ const PROTOCOL = "nucleus.v1";
  * @property {number} [stableAfter=5000] Backoff resets once a connection stayed open this long, ms.
  * @property {number} [refreshBefore=30000] Refresh a JWT this long before its `exp`, ms.
  * @property {number} [maxQueue=1000] Sends held while not open; `send()` throws beyond it.
+ * @property {number} [presenceDelay=2000] A user who leaves a watched room is reported gone
+ *   only if not back within this many ms: a page reload is not a leave-then-join.
  *
  * @typedef {object} Meta
  * @property {string | null} channel The channel, or null for a direct message.
@@ -45,10 +47,19 @@ const PROTOCOL = "nucleus.v1";
  * @property {number} [id] The request this answers.
  * @property {string} [channel] The channel concerned; a subscription to it was refused.
  *
+ * @typedef {object} PresenceChange
+ * @property {"state" | "join" | "leave"} type `state`: the whole list (the first call);
+ *   `join` / `leave`: one user arrived or left (also the differences a reconnect finds).
+ * @property {string} [user] The user who joined or left.
+ *
  * @typedef {object} Stream
  * @property {StreamState} state The current state.
  * @property {(channel: string, callback: (data: any, meta: Meta) => void) => () => void} subscribe
  *   Receive a channel's messages; returns the unsubscribe function.
+ * @property {(channel: string, callback: (users: string[], change: PresenceChange) => void) => () => void} presence
+ *   Who is in a channel (sorted user ids; many tabs count once), now and on every change;
+ *   subscribes to the channel while watched. The route must allow it (`presence=True`);
+ *   returns the function that stops watching.
  * @property {(value: any) => void} send Send to the server's handler; strings as text,
  *   binary as-is, anything else as JSON. Queued while not open; throws when the queue
  *   is full or the stream is closed.
@@ -110,6 +121,7 @@ export function connect(url, options = {}) {
     stableAfter = 5000,
     refreshBefore = 30000,
     maxQueue = 1000,
+    presenceDelay = 2000,
   } = options;
   const target = new URL(url, globalThis.location?.href);
   target.protocol = target.protocol.replace(/^http/, "ws");
@@ -126,8 +138,12 @@ export function connect(url, options = {}) {
   let retryTimer = 0; // truthy while idle: a timer id, or -1 while waiting for "online"
   let stableTimer = 0;
   let refreshTimer = 0;
-  /** @type {Map<string, {callbacks: Set<Function>, epoch?: string, offset?: number, refused?: boolean}>} */
+  /**
+   * @type {Map<string, {callbacks: Set<Function>, epoch?: string, offset?: number, refused?: boolean,
+   *   watchers: Set<Function>, users: Set<string>, shown: Set<string> | null, leaving: Map<string, number>}>}
+   */
   const channels = new Map();
+  const newChannel = () => ({ callbacks: new Set(), watchers: new Set(), users: new Set(), shown: null, leaving: new Map() });
   /** @type {Map<string, Set<Function>>} */
   const listeners = new Map();
   const queue = []; // [text, isString] for text/JSON, else the binary value
@@ -142,6 +158,8 @@ export function connect(url, options = {}) {
   const sendFrame = (frame) => ws.send(JSON.stringify(frame));
   // Resume only from a complete position: an offset means nothing without its epoch.
   const position = (c) => (c.epoch != null && c.offset != null ? { epoch: c.epoch, offset: c.offset } : {});
+  // What a sub (or hello) frame asks for a channel: its position, and its presence if watched.
+  const wants = (c) => (c.watchers.size ? { ...position(c), presence: true } : position(c));
   const wire = (entry) =>
     !Array.isArray(entry)
       ? entry
@@ -217,7 +235,7 @@ export function connect(url, options = {}) {
       raw = socket.protocol !== PROTOCOL;
       if (!raw) {
         const hello = {};
-        for (const [name, c] of channels) if (!c.refused) hello[name] = position(c);
+        for (const [name, c] of channels) if (!c.refused) hello[name] = wants(c);
         sendFrame({ type: "hello", channels: hello });
       }
       for (const entry of queue.splice(0)) socket.send(wire(entry));
@@ -318,13 +336,63 @@ export function connect(url, options = {}) {
       // recovered: true keeps our position, the missed pubs follow; otherwise continue from the room's.
       if (frame.recovered !== true) c.offset = typeof offset === "number" ? offset : undefined;
       if (frame.recovered === false) emit("gap", { channel, epoch, offset });
+    } else if (type === "presence_state") {
+      if (!c || !Array.isArray(frame.users)) return;
+      c.users = new Set(frame.users);
+      reconcile(c);
+    } else if (type === "presence_diff") {
+      if (!c) return;
+      for (const user of frame.join || []) c.users.add(user);
+      for (const user of frame.leave || []) c.users.delete(user);
+      reconcile(c);
     } else if (type === "error") {
-      if (c) c.refused = true; // not retried until subscribe() is called for it again
+      const watched = frame.presence != null && channels.get(frame.presence);
+      if (watched) watched.watchers.clear(); // presence refused; the subscription stands
+      else if (c) c.refused = true; // not retried until subscribe() is called for it again
       const { type: _, ...info } = frame;
       emit("error", info);
     }
     // "left", "refreshed" and types this version does not know need nothing.
   }
+
+  /**
+   * Bring what watchers were shown (`shown`) in line with the server's list (`users`):
+   * arrivals at once, departures after `presenceDelay` unless the user is back by then.
+   */
+  function reconcile(c) {
+    const tell = (change) => {
+      const users = [...c.shown].sort();
+      for (const cb of [...c.watchers]) call(cb, users, change);
+    };
+    if (!c.shown) {
+      c.shown = new Set(c.users);
+      return tell({ type: "state" });
+    }
+    for (const user of c.users) {
+      if (c.leaving.has(user)) {
+        clearTimeout(c.leaving.get(user));
+        c.leaving.delete(user);
+      } else if (!c.shown.has(user)) {
+        c.shown.add(user);
+        tell({ type: "join", user });
+      }
+    }
+    for (const user of c.shown) {
+      if (c.users.has(user) || c.leaving.has(user)) continue;
+      c.leaving.set(user, setTimeout(() => {
+        c.leaving.delete(user);
+        if (c.users.has(user) || !c.shown.delete(user)) return;
+        tell({ type: "leave", user });
+      }, presenceDelay));
+    }
+  }
+
+  const stopPresence = (c) => {
+    for (const timer of c.leaving.values()) clearTimeout(timer);
+    c.leaving.clear();
+    c.users = new Set();
+    c.shown = null;
+  };
 
   const onOnline = () => retryTimer && dial();
   const onOffline = () => {
@@ -351,6 +419,7 @@ export function connect(url, options = {}) {
       if (error) emit("error", error);
       setState("closed");
     }
+    for (const c of channels.values()) stopPresence(c);
     channels.clear();
     listeners.clear();
     queue.length = 0;
@@ -361,7 +430,7 @@ export function connect(url, options = {}) {
   globalThis.addEventListener?.("offline", onOffline);
   queueMicrotask(dial); // after the caller attached its listeners
 
-  return {
+  const api = {
     get state() {
       return state;
     },
@@ -371,17 +440,44 @@ export function connect(url, options = {}) {
       if (typeof callback !== "function") throw new TypeError("callback must be a function");
       if (state === "closed") return () => {};
       let c = channels.get(channel);
-      if (!c) channels.set(channel, (c = { callbacks: new Set() }));
+      if (!c) channels.set(channel, (c = newChannel()));
       const cb = (data, meta) => callback(data, meta); // distinct even when callback is reused
       if (!c.callbacks.size || c.refused) {
         c.refused = false;
-        if (isOpen() && !raw) sendFrame({ type: "sub", id: ++seq, channel, ...position(c) });
+        if (isOpen() && !raw) sendFrame({ type: "sub", id: ++seq, channel, ...wants(c) });
       }
       c.callbacks.add(cb);
       return () => {
         if (!c.callbacks.delete(cb) || c.callbacks.size || channels.get(channel) !== c) return;
         channels.delete(channel);
+        stopPresence(c);
         if (isOpen() && !raw && !c.refused) sendFrame({ type: "unsub", id: ++seq, channel });
+      };
+    },
+
+    presence(channel, callback) {
+      if (typeof channel !== "string" || !channel) throw new TypeError("channel must be a non-empty string");
+      if (typeof callback !== "function") throw new TypeError("callback must be a function");
+      if (state === "closed") return () => {};
+      const cb = (users, change) => callback(users, change);
+      let c = channels.get(channel);
+      if (!c) channels.set(channel, (c = newChannel()));
+      const first = !c.watchers.size;
+      const subscribed = c.callbacks.size > 0 && !c.refused;
+      c.watchers.add(cb);
+      // A member while it watches (presence is for a channel's members); a new
+      // subscription's sub frame asks for the presence too.
+      const unsubscribe = api.subscribe(channel, () => {});
+      if (subscribed && first && isOpen() && !raw) {
+        sendFrame({ type: "sub", id: ++seq, channel, ...wants(c) });
+      } else if (!first && c.shown) call(cb, [...c.shown].sort(), { type: "state" });
+      return () => {
+        if (!c.watchers.delete(cb)) return unsubscribe();
+        if (!c.watchers.size && channels.get(channel) === c) {
+          stopPresence(c);
+          if (isOpen() && !raw && !c.refused) sendFrame({ type: "sub", id: ++seq, channel, ...position(c), presence: false });
+        }
+        unsubscribe();
       };
     },
 
@@ -412,6 +508,7 @@ export function connect(url, options = {}) {
       end();
     },
   };
+  return api;
 }
 
 /**
