@@ -8,9 +8,9 @@ from nucleus._supervisor import Backoff, Exit, Kill, Spawn, Supervision, Termina
 from nucleus.stream import ConfigError
 
 
-def running(workers: int = 2, **options: object) -> Supervision:
+def running(workers: int = 2, backoff: Backoff | None = None) -> Supervision:
     """A supervision whose workers have all started (pids 100, 101, ...) and serve."""
-    machine = Supervision(workers, graceful_timeout=30.0, **options)  # type: ignore[arg-type]
+    machine = Supervision(workers, 30.0, backoff)
     assert machine.start() == [Spawn(slot) for slot in range(workers)]
     for slot in range(workers):
         machine.spawned(slot, 100 + slot)
@@ -21,7 +21,7 @@ def running(workers: int = 2, **options: object) -> Supervision:
 
 def test_needs_a_worker() -> None:
     with pytest.raises(ConfigError):
-        Supervision(0, graceful_timeout=1.0)
+        Supervision(0, 1.0)
 
 
 def test_the_first_death_restarts_at_once() -> None:
@@ -102,7 +102,7 @@ def test_a_second_stop_kills_at_once() -> None:
 
 
 def test_a_worker_that_never_served_stops_the_server_with_its_status() -> None:
-    machine = Supervision(2, graceful_timeout=30.0)
+    machine = Supervision(2, 30.0)
     machine.start()
     machine.spawned(0, 100)
     machine.spawned(1, 101)
@@ -112,7 +112,7 @@ def test_a_worker_that_never_served_stops_the_server_with_its_status() -> None:
 
 
 def test_a_worker_killed_before_it_served_stops_the_server_with_status_1() -> None:
-    machine = Supervision(1, graceful_timeout=30.0)
+    machine = Supervision(1, 30.0)
     machine.start()
     machine.spawned(0, 100)
     assert machine.exited(0, -9, 0.2) == [Exit(1)]
@@ -127,7 +127,7 @@ def test_a_restart_that_fails_to_start_is_retried_with_backoff() -> None:
 
 
 def test_ready_after_a_stop_began_changes_nothing() -> None:
-    machine = Supervision(1, graceful_timeout=30.0)
+    machine = Supervision(1, 30.0)
     machine.start()
     machine.spawned(0, 100)
     assert machine.stop(0.0) == [Terminate(0)]

@@ -381,14 +381,15 @@ async def test_workers_share_a_port_and_a_killed_worker_is_replaced(
     assert server.proc.returncode is None
 
 
-async def test_sigterm_drains_every_worker_with_1001_and_exits_0(
-    redis_url: str, nucleus: Spawn, clients: Callable[..., Awaitable[Client]]
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_stop_signal_drains_every_worker_with_1001_and_exits_0(
+    redis_url: str, nucleus: Spawn, clients: Callable[..., Awaitable[Client]], sig: int
 ) -> None:
     # Configured by the environment this time: NUCLEUS_WORKERS and NUCLEUS_BACKEND.
     server = await nucleus(NUCLEUS_WORKERS="2", NUCLEUS_BACKEND=redis_url)
     pids = await worker_pids(server, 2)
     by_pid = await spread(clients, server.port, pids)
-    server.proc.send_signal(signal.SIGTERM)
+    server.proc.send_signal(sig)
     for group in by_pid.values():
         for client in group:
             assert await client.closed() == (1001, "going away")
@@ -424,6 +425,18 @@ async def test_workers_drain_by_themselves_when_the_supervisor_is_killed(
         return all(process_ended(pid) for pid in pids)
 
     await eventually(ended, True)
+
+
+async def test_workers_that_cannot_start_stop_the_server_instead_of_looping(
+    redis_url: str
+) -> None:
+    proc = await run_nucleus("serve", "tests.apps.cluster:broken", "--port", "0",
+                             "--workers", "2", "--backend", redis_url)
+    assert proc.stderr is not None
+    err = (await within(proc.stderr.read(), STARTUP_DEADLINE)).decode()
+    assert await within(proc.wait()) == 2, err  # the worker's ConfigError: exit status 2
+    assert "nucleus serve: error: the test app refuses to start" in err
+    assert "failed to start" in err and "restarting" not in err, err
 
 
 # configuration errors

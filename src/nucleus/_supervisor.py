@@ -47,7 +47,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -141,7 +141,6 @@ class _Slot:
     restart_at: float | None = None
 
 
-@dataclass
 class Supervision:
     """
     The supervisor's decisions, without I/O: feed it events with the current
@@ -149,16 +148,18 @@ class Supervision:
     :meth:`deadline` at the latest.
     """
 
-    workers: int
-    graceful_timeout: float
-    backoff: Backoff = field(default_factory=Backoff)
-
-    def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ConfigError(f"at least one worker, got {self.workers}")
+    def __init__(
+        self, workers: int, graceful_timeout: float, backoff: Backoff | None = None
+    ) -> None:
+        if workers < 1:
+            raise ConfigError(f"at least one worker, got {workers}")
+        self.workers = workers
+        self.graceful_timeout = graceful_timeout
+        self.backoff = backoff or Backoff()
         self.phase = Phase.BOOTING
+        #: The exit status once stopping: 0 for a requested stop.
         self.status = 0
-        self._slots = [_Slot() for _ in range(self.workers)]
+        self._slots = [_Slot() for _ in range(workers)]
         self._stop_deadline: float | None = None
         self._killed = False
 
@@ -297,7 +298,10 @@ async def _serve(app: StreamServer, config: WorkerConfig, conn: Connection) -> N
     loop.add_reader(conn.fileno(), orphaned)
     try:
         bound = await app.start(config.host, config.port, reuse_port=True)
-        conn.send(bound)
+        try:
+            conn.send(bound)  # ready
+        except OSError:
+            orphaned()
         await stop.wait()
     finally:
         loop.remove_reader(conn.fileno())
@@ -402,14 +406,14 @@ def supervise(
     held = reserve_port(config.host, config.port)
     host, port = held.getsockname()[:2]
     config = WorkerConfig(config.app, config.host, port, config.backend)
-    machine = Supervision(workers, graceful_timeout, backoff or Backoff())
+    machine = Supervision(workers, graceful_timeout, backoff)
     procs = _Workers(config)
     wake_r, wake_w = socket.socketpair()
     wake_r.setblocking(False)
     wake_w.setblocking(False)
-    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in STOP_SIGNALS}
+    # The handlers do nothing: the wakeup fd carries each signal's number to wait().
     previous_wakeup = signal.set_wakeup_fd(wake_w.fileno())
-    loop_time = time.monotonic
+    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in STOP_SIGNALS}
     try:
         actions = machine.start()
         while True:
@@ -417,14 +421,14 @@ def supervise(
                 if isinstance(action, Exit):
                     logger.info("stopped")
                     return action.status
-                _carry_out(action, machine, procs, loop_time())
+                _carry_out(action, machine, procs)
             actions = []
             deadline = machine.deadline()
-            timeout = None if deadline is None else max(0.0, deadline - loop_time())
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             sentinels = {proc.sentinel: slot for slot, proc in procs.procs.items()}
             pipes = {pipe: slot for slot, pipe in procs.pipes.items()}
             ready = wait([wake_r, *pipes, *sentinels], timeout)
-            now = loop_time()
+            now = time.monotonic()
             if wake_r in ready:
                 for signum in _drain(wake_r):
                     if signum in STOP_SIGNALS:
@@ -454,7 +458,7 @@ def _drain(wake: socket.socket) -> list[int]:
         return []
 
 
-def _carry_out(action: Action, machine: Supervision, procs: _Workers, now: float) -> None:
+def _carry_out(action: Action, machine: Supervision, procs: _Workers) -> None:
     if isinstance(action, Spawn):
         pid = procs.spawn(action.slot)
         machine.spawned(action.slot, pid)

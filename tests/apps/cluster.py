@@ -7,7 +7,8 @@ message is a JSON command ``{"op": ..., ...}``; the answer is
 ``{"re": op, "ok": result}``, or ``{"re": op, "error": "SocketNotFound"}``
 when the hub raised a :class:`StreamError`. Messages that other sockets make
 the hub send carry no ``"re"``. ``whoami`` answers the socket's id, user and
-the process id, so a test can tell which process serves it.
+the process id, so a test can tell which process serves it. ``broken`` is
+the same app failing at startup.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from typing import Any
 
 from nucleus.stream import (
+    ConfigError,
     SocketMessage,
     StreamError,
     StreamHandler,
@@ -76,3 +78,13 @@ class Cluster(StreamHandler):
 
 server = StreamServer()
 server.route("/ws", Cluster(), rate_limit=None)
+
+
+#: A server whose startup always fails, as an app missing its configuration does.
+broken = StreamServer()
+broken.route("/ws", Cluster())
+
+
+@broken.on_startup
+async def _refuse() -> None:
+    raise ConfigError("the test app refuses to start")
