@@ -381,7 +381,7 @@ async def test_workers_share_a_port_and_a_killed_worker_is_replaced(
     assert server.proc.returncode is None
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_a_stop_signal_drains_every_worker_with_1001_and_exits_0(
     redis_url: str, nucleus: Spawn, clients: Callable[..., Awaitable[Client]], sig: int
 ) -> None:
