@@ -1,65 +1,113 @@
 """
-The ``nucleus`` command: ``serve`` an app, run the ``demo``.
+The ``nucleus`` command: ``serve`` an app, run the ``demo``, print a ``token``.
 
 Only argument parsing and wiring live here; everything it runs is importable.
+A configuration error (a bad option, an app that cannot be found, a backend
+that cannot serve many workers) is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from .stream import StreamServer
+from ._loader import load_app
+from .stream import ConfigError, StreamError
+from .stream._backend import BACKEND_ENV
 
-__all__ = ["load_app", "main"]
+__all__ = ["WORKERS_ENV", "load_app", "main"]
+
+#: Environment variable giving ``nucleus serve --workers`` its default.
+WORKERS_ENV = "NUCLEUS_WORKERS"
+
+#: Seconds the supervisor gives workers to drain, beyond the app's own timeouts.
+DRAIN_MARGIN = 5.0
 
 
-def load_app(spec: str) -> StreamServer:
-    """Import ``module:attr`` (like uvicorn) and return the :class:`StreamServer` there."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise SystemExit(f"expected module:attribute (e.g. app:server), got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors on one line (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _workers(value: str) -> int:
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SystemExit(f"cannot import {module_name!r}: {exc}") from exc
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of processes >= 1 (from --workers or ${WORKERS_ENV}), "
+            f"got {value!r}")
+    return number
+
+
+def _port(value: str) -> int:
     try:
-        app = getattr(module, attr)
-    except AttributeError:
-        raise SystemExit(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(app, StreamServer):
-        raise SystemExit(f"{spec} is a {type(app).__name__}, not a StreamServer")
-    return app
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {value!r}")
+    return number
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="nucleus", description="Nucleus Stream")
+    commands = parser.add_subparsers(dest="command", required=True)
+    formatter = argparse.RawDescriptionHelpFormatter
+
+    serve = commands.add_parser(
+        "serve", help="serve a StreamServer given as module:attr", formatter_class=formatter,
+        description="Serve a StreamServer. SIGTERM or SIGINT drains: every socket is "
+                    "closed with 1001, then the command exits 0.")
+    serve.add_argument("app", help="module:attribute of a StreamServer, e.g. app:server")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=3000,
+                       help="port to listen on; 0 picks a free one (default: 3000)")
+    serve.add_argument(
+        "--workers", type=_workers, metavar="N", default=os.environ.get(WORKERS_ENV, "1"),
+        help=f"worker processes sharing the port (SO_REUSEPORT), restarted if they die; "
+             f"more than 1 needs a shared --backend (default: ${WORKERS_ENV}, else 1)")
+    serve.add_argument(
+        "--backend", metavar="URL", default=None,
+        help=f"backend shared by every process, e.g. redis://127.0.0.1:6379/0?prefix=myapp "
+             f"(default: ${BACKEND_ENV}, else the app's own, memory:// unless it says)")
+    serve.add_argument(
+        "--reuse-port", action="store_true",
+        help="set SO_REUSEPORT, so that other processes may listen on the same port; "
+             "always on with --workers > 1 (default: off)")
+
+    demo = commands.add_parser("demo", help="serve the chat demo at http://127.0.0.1:3000/")
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default: 127.0.0.1)")
+    demo.add_argument("--port", type=_port, default=3000,
+                      help="port to listen on (default: 3000)")
+
+    token = commands.add_parser("token", help="print a development token signed with SECRET_KEY")
+    token.add_argument("user_id", help="the user the token names")
+    token.add_argument("--expires-in", type=float, default=3600.0,
+                       help="seconds until the token expires (default: 3600)")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nucleus", description="Nucleus Stream")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="serve a StreamServer given as module:attr")
-    serve.add_argument("app", help="module:attribute of a StreamServer, e.g. app:server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=3000)
-
-    demo = commands.add_parser("demo", help="serve the chat demo at http://127.0.0.1:3000/")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=3000)
-
-    token = commands.add_parser("token", help="print a development token signed with SECRET_KEY")
-    token.add_argument("user_id")
-    token.add_argument("--expires-in", type=float, default=3600.0, help="seconds (3600)")
-
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "serve":
-        load_app(args.app).run(host=args.host, port=args.port)
+        try:
+            return _serve(args)
+        except ConfigError as exc:
+            parser.exit(2, f"nucleus serve: error: {exc}\n")
+        except StreamError as exc:  # e.g. the backend is unreachable at startup
+            parser.exit(1, f"nucleus serve: error: {exc}\n")
     elif args.command == "token":
         from .fortress import SECRET_ENV, Fortress
-        from .stream import StreamError
 
         secret = os.environ.get(SECRET_ENV)
         if not secret:
@@ -75,6 +123,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Chat demo: open http://{args.host}:{args.port}/ in a browser", flush=True)
         create_app().run(host=args.host, port=args.port)
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # The app is imported here too (each worker imports it again): a wrong name,
+    # a bad backend URL or a backend the workers cannot share fails at once, once.
+    app = load_app(args.app)
+    if args.backend is not None:
+        app.use_backend(args.backend)
+    if args.workers == 1:
+        app.run(host=args.host, port=args.port, reuse_port=args.reuse_port)
+        return 0
+    if app.hub.backend.single_node:
+        raise ConfigError(
+            f"--workers {args.workers} needs a backend the workers share: add --backend "
+            f"redis://host:port/db (or set ${BACKEND_ENV}); with the memory backend each "
+            "worker would see only its own sockets")
+    from ._supervisor import WorkerConfig, supervise
+
+    config = WorkerConfig(args.app, args.host, args.port, args.backend)
+    drain = app.limits.close_timeout + app.shutdown_timeout + DRAIN_MARGIN
+    return supervise(config, args.workers, graceful_timeout=drain)
 
 
 if __name__ == "__main__":  # pragma: no cover

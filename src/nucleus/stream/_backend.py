@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
+from urllib.parse import parse_qsl, urlencode
 
 from ._errors import ConfigError, SocketNotFound
 from ._history import HistoryPolicy, Publication, Recovery, RoomLog
@@ -409,6 +410,10 @@ def backend_from_url(url: str | None = None) -> Backend:
     """
     The backend a URL names: ``memory://`` (the default) or ``redis://host:port/db``
     (also ``rediss://`` and ``unix://``). Without ``url``, ``$NUCLEUS_BACKEND``.
+
+    A Redis URL may end with ``?prefix=NAME``: the prefix of every key and
+    channel (default ``nucleus``), so that several apps share one Redis
+    database; the other query parameters are redis-py's.
     """
     spec = (url if url is not None else os.environ.get(BACKEND_ENV, "")).strip()
     if spec in ("", "memory", "memory://"):
@@ -417,8 +422,22 @@ def backend_from_url(url: str | None = None) -> Backend:
     if scheme in ("redis", "rediss", "unix"):
         from ._redis import RedisBackend
 
-        return RedisBackend(spec)
+        spec, prefix = _take_prefix(spec)
+        return RedisBackend(spec) if prefix is None else RedisBackend(spec, prefix=prefix)
     raise ConfigError(
         f"unknown backend {spec!r}: use memory:// or redis://host:port/db "
         f"(from the backend= argument, --backend or ${BACKEND_ENV})"
     )
+
+
+def _take_prefix(url: str) -> tuple[str, str | None]:
+    """Split ``?prefix=`` off a Redis URL: redis-py would pass it on to the connection."""
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    prefixes = [value for name, value in pairs if name == "prefix"]
+    if not prefixes:
+        return url, None
+    if len(prefixes) > 1:
+        raise ConfigError("a backend URL names at most one prefix=")
+    rest = urlencode([(name, value) for name, value in pairs if name != "prefix"])
+    return (f"{base}?{rest}" if rest else base), prefixes[0]

@@ -425,9 +425,15 @@ class NativeServer:
         if not self.connections and self._all_gone is not None:
             self._all_gone.set()
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
+        """
+        Listen on ``host:port``; return the bound address. ``reuse_port`` sets
+        SO_REUSEPORT, so that several processes listen on one port and the
+        kernel spreads connections over them (``nucleus serve --workers``).
+        """
         self._server = await self.loop.create_server(
-            lambda: NativeConnection(self), host, port, backlog=4096, reuse_address=True)
+            lambda: NativeConnection(self), host, port, backlog=4096, reuse_address=True,
+            reuse_port=reuse_port)
         limits = self.app.limits
         if limits.ping_interval is not None:
             self._keepalive = self.loop.create_task(

@@ -300,12 +300,19 @@ class StreamServer:
                            self.shutdown_timeout)
             await self._owner.cancel_all()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 3000) -> tuple[str, int]:
-        """Start the native server; return the bound ``(host, port)`` (port 0 picks one)."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 3000, *, reuse_port: bool = False
+    ) -> tuple[str, int]:
+        """
+        Start the native server; return the bound ``(host, port)`` (port 0 picks one).
+
+        ``reuse_port=True`` sets SO_REUSEPORT: other processes may listen on the
+        same port and the kernel spreads new connections over all of them.
+        """
         await self._ensure_started()
         self._native = NativeServer(self, asyncio.get_running_loop())
         try:
-            return await self._native.start(host, port)
+            return await self._native.start(host, port, reuse_port=reuse_port)
         except BaseException:
             self._native = None
             await self._shutdown()
@@ -324,25 +331,32 @@ class StreamServer:
         if self._stop is not None:
             self._stop.set()
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 3000) -> None:
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 3000, *, reuse_port: bool = False
+    ) -> None:
         """Serve until :meth:`stop` (or SIGTERM/SIGINT under :meth:`run`), then close."""
         self._stop = asyncio.Event()
-        bound = await self.start(host, port)
+        bound = await self.start(host, port, reuse_port=reuse_port)
         logger.info("Nucleus Stream listening on ws://%s:%d", *bound)
         try:
             await self._stop.wait()
         finally:
             await self.aclose()
 
-    def run(self, host: str = "127.0.0.1", port: int = 3000) -> None:
-        """Serve in the foreground; SIGTERM or SIGINT stops gracefully (exit status 0)."""
+    def run(
+        self, host: str = "127.0.0.1", port: int = 3000, *, reuse_port: bool = False
+    ) -> None:
+        """
+        Serve in the foreground; SIGTERM or SIGINT stops gracefully (exit status 0).
+        ``reuse_port``: see :meth:`start`.
+        """
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-            await self.serve(host, port)
+            await self.serve(host, port, reuse_port=reuse_port)
 
         try:
             import uvloop
