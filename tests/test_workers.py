@@ -480,6 +480,15 @@ async def test_bad_options_are_one_line_and_exit_2(
     assert re.match(r"nucleus( serve)?: error: ", err) and says in err, err
 
 
+async def test_a_port_in_use_is_one_line_and_exit_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = await one_line_failure("serve", APP, "--port", str(port))
+    assert f"cannot listen on 127.0.0.1:{port}" in err, err
+
+
 @pytest.mark.parametrize("spec", ["tests.apps.cluster:nothing", "tests.apps.nothing:server",
                                   "no-colon", "tests.apps.cluster:Cluster"])
 async def test_an_app_that_cannot_be_found_is_one_line_and_exit_2(spec: str) -> None:

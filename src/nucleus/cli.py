@@ -106,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.exit(2, f"nucleus serve: error: {exc}\n")
         except StreamError as exc:  # e.g. the backend is unreachable at startup
             parser.exit(1, f"nucleus serve: error: {exc}\n")
+        except OSError as exc:  # e.g. the port is taken
+            parser.exit(2, f"nucleus serve: error: cannot listen on {args.host}:{args.port}: "
+                        f"{exc.strerror or exc}\n")
     elif args.command == "token":
         from .fortress import SECRET_ENV, Fortress
 

@@ -266,8 +266,12 @@ class StreamServer:
             if callable(check_config):
                 check_config()  # e.g. SECRET_KEY missing: refuse to start, say why
         await self.hub.start()
-        for hook in self._startup_hooks:
-            await hook()
+        try:
+            for hook in self._startup_hooks:
+                await hook()
+        except BaseException:
+            await self.hub.aclose()  # a failed start leaves nothing running (nor registered)
+            raise
         for fn in self._background:
             self._background_tasks.spawn(fn(self.hub), name=f"background {fn.__name__}")
         self._background_tasks.spawn(self._housekeeping(), name="housekeeping")
