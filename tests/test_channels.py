@@ -140,6 +140,31 @@ async def test_bad_frames_get_errors_and_the_socket_stays_usable(serve: Serve) -
     await client.close()
 
 
+async def test_a_malformed_first_frame_still_lets_the_hello_through(serve: Serve) -> None:
+    server = StreamServer()
+    server.route("/ws", Recorder(rooms=("chat",)))
+    base = await serve(server)
+    first = TaggedClient(f"{base}/ws")
+    await first.open("chat")
+    await first.next_control("joined")
+    for n in range(3):
+        await server.hub.broadcast_to_room("chat", SocketMessage.json(n))
+    await within(first.pubs.get())
+    await first.close()
+    epoch, offset = first.channels["chat"].epoch, first.channels["chat"].received[0][0]
+
+    async with connect(f"{base}/ws", subprotocols=["nucleus.v1"]) as ws:  # type: ignore[list-item]
+        await ws.send("{not json")
+        error = json.loads(await within(ws.recv()))
+        assert error["code"] == "bad_request" and "must be a hello" in error["message"]
+        await ws.send(json.dumps({"type": "hello", "channels": {
+            "chat": {"epoch": epoch, "offset": offset}}}))
+        joined = json.loads(await within(ws.recv()))
+        assert joined["type"] == "joined" and joined["recovered"] is True
+        replayed = [json.loads(await within(ws.recv())) for _ in range(2)]
+        assert [p["data"] for p in replayed] == [1, 2]
+
+
 async def test_resume_replays_missed_messages_in_order_then_live(serve: Serve) -> None:
     server = StreamServer()
     server.route("/ws", Recorder(rooms=("chat",)))

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from . import _tagged
 from ._backend import Backend, MemoryBackend
 from ._errors import BackendError, ChannelError, SocketClosed
 from ._history import HistoryPolicy, Publication, Recovery
@@ -33,7 +34,7 @@ from ._message import SocketMessage
 from ._registry import Registry
 from ._socket import WebSocket
 from ._tasks import TaskOwner
-from ._wire import Outgoing, control_frame
+from ._wire import Outgoing
 
 __all__ = ["Channel", "StreamHub"]
 
@@ -158,10 +159,7 @@ class StreamHub:
             pending.pop(socket.id, None)  # its join, still in flight, is void
         self._unwatch(room, socket.id)
         if socket.tagged and (left or request_id is not None):
-            answer: dict[str, Any] = {"type": "left", "channel": room}
-            if request_id is not None:
-                answer["id"] = request_id
-            socket.deliver_control(answer)
+            socket.deliver_control(_tagged.Left(room, request_id))
         if left:
             if not self._registry.members(room):
                 await self.backend.room_inactive(room)
@@ -262,13 +260,7 @@ class StreamHub:
         self, socket: WebSocket, room: str, epoch: str, offset: int,
         recovered: bool | None, request_id: int | None,
     ) -> None:
-        frame: dict[str, Any] = {"type": "joined", "channel": room, "epoch": epoch,
-                                 "offset": offset}
-        if recovered is not None:
-            frame["recovered"] = recovered
-        if request_id is not None:
-            frame["id"] = request_id
-        socket.deliver_control(frame)
+        socket.deliver_control(_tagged.Joined(room, epoch, offset, recovered, request_id))
 
     # room presence
 
@@ -294,7 +286,7 @@ class StreamHub:
                 if self._watchers.get(room, {}).get(socket_id) is not None:
                     self._unwatch(room, socket_id)
             raise
-        state = control_frame({"type": "presence_state", "channel": room, "users": users})
+        state = _tagged.encode(_tagged.PresenceState(room, users))
         watchers = self._watchers.get(room, {})
         for socket_id in socket_ids:
             held = watchers.get(socket_id)
@@ -304,7 +296,7 @@ class StreamHub:
             watchers[socket_id] = None
             socket.deliver_encoded(state)
             for user_id, present in held:
-                socket.deliver_control(_presence_diff(room, user_id, present))
+                socket.deliver_control(_tagged.PresenceDiff.of(room, user_id, present))
 
     def _unwatch(self, room: str, socket_id: str) -> None:
         watchers = self._watchers.get(room)
@@ -505,7 +497,7 @@ class StreamHub:
             socket = self._registry.find(socket_id)
             if socket is not None:
                 if encoded is None:
-                    encoded = control_frame(_presence_diff(room, user_id, present))
+                    encoded = _tagged.encode(_tagged.PresenceDiff.of(room, user_id, present))
                 socket.deliver_encoded(encoded)
 
     def presence_stale(self, room: str) -> None:
@@ -581,8 +573,3 @@ class StreamHub:
         """True when no socket, room, user or join entry is held (leak checks)."""
         return (self._registry.is_empty() and not self._positions and not self._pending
                 and not self._watchers)
-
-
-def _presence_diff(room: str, user_id: str, present: bool) -> dict[str, Any]:
-    return {"type": "presence_diff", "channel": room,
-            "join" if present else "leave": [user_id]}

@@ -263,22 +263,30 @@ class Session:
     # nucleus.v1
 
     def _on_first_tagged_frame(self, msg: SocketMessage) -> None:
-        """Before on_connect, a tagged client must say hello with its resume positions."""
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
+        """
+        Before on_connect, a tagged client must say hello with its resume
+        positions. A malformed frame is answered and the hello still awaited
+        (until ``hello_timeout``); any other frame starts the socket without
+        positions, and is then handled.
+        """
+        frame: _tagged.ClientFrame | None = None
         if isinstance(msg, Text):
             try:
                 frame = _tagged.parse(msg.text)
-            except InvalidMessage:
-                frame = None
-            if isinstance(frame, _tagged.Hello):
-                self.hub._positions[self.socket.id] = {
-                    name: (pos.epoch, pos.offset) for name, pos in frame.channels.items()
-                }
-                self._hello_presence = frozenset(
-                    name for name, pos in frame.channels.items() if pos.presence)
-                self._connect_now()
+            except InvalidMessage as exc:
+                self._error("bad_request", f"not a nucleus.v1 frame: {exc}; the first frame "
+                            "must be a hello (see docs/protocol.md)")
                 return
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        if isinstance(frame, _tagged.Hello):
+            self.hub._positions[self.socket.id] = {
+                name: (pos.epoch, pos.offset) for name, pos in frame.channels.items()
+            }
+            self._hello_presence = frozenset(
+                name for name, pos in frame.channels.items() if pos.presence)
+            self._connect_now()
+            return
         self._connect_now()
         self._error("bad_request", "the first frame must be a hello (see docs/protocol.md)")
         self._push(msg)
@@ -322,10 +330,7 @@ class Session:
             self._error("unauthorized", "token refused", frame.id)
             return
         self._schedule_expiry(claims.expires_at)
-        answer: dict[str, Any] = {"type": "refreshed"}
-        if frame.id is not None:
-            answer["id"] = frame.id
-        self.socket.deliver_control(answer)
+        self.socket.deliver_control(_tagged.Refreshed(frame.id))
 
     async def _subscribe(self, frame: _tagged.Sub) -> None:
         socket, channel = self.socket, frame.channel
@@ -369,8 +374,7 @@ class Session:
 
     def _presence_error(self, code: str, message: str, channel: str) -> None:
         # Not marked with "channel": the subscription itself stands.
-        self.socket.deliver_control(
-            {"type": "error", "code": code, "message": message, "presence": channel})
+        self.socket.deliver_control(_tagged.Error(code, message, presence=channel))
 
     async def _unsubscribe(self, frame: _tagged.Unsub) -> None:
         socket, channel = self.socket, frame.channel
@@ -385,9 +389,4 @@ class Session:
     def _error(self, code: str, message: str, request_id: int | None = None,
                channel: str | None = None) -> None:
         """Tell the client what went wrong (raw clients get the same JSON frame)."""
-        frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
-        if request_id is not None:
-            frame["id"] = request_id
-        if channel is not None:
-            frame["channel"] = channel
-        self.socket.deliver_control(frame)
+        self.socket.deliver_control(_tagged.Error(code, message, request_id, channel))

@@ -18,7 +18,8 @@ from typing import Any
 from ._errors import SocketClosed
 from ._message import SocketMessage
 from ._request import HandshakeRequest, Headers
-from ._wire import Outgoing, control_frame
+from ._tagged import ServerFrame, encode
+from ._wire import Outgoing
 
 __all__ = ["Connection", "WebSocket", "new_socket_id"]
 
@@ -135,13 +136,12 @@ class WebSocket:
         """True when the peer speaks ``nucleus.v1`` (the library clients)."""
         return self._conn.tagged
 
-    def deliver_control(self, payload: dict[str, Any]) -> None:
+    def deliver_control(self, frame: ServerFrame) -> None:
         """Queue a ``nucleus.v1`` control frame (``joined``, ``error``...)."""
-        frame, text = control_frame(payload)
-        self._conn.deliver_frame(frame, text)
+        self._conn.deliver_frame(*encode(frame))
 
     def deliver_encoded(self, encoded: tuple[bytes, str]) -> None:
-        """Queue a control frame encoded once by :func:`control_frame` for many sockets."""
+        """Queue a control frame encoded once (``_tagged.encode``) for many sockets."""
         self._conn.deliver_frame(*encoded)
 
     def close_nowait(self, code: int = 1000, reason: str = "") -> None:

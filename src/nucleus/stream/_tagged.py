@@ -1,9 +1,13 @@
 """
-Frames a ``nucleus.v1`` client sends, parsed into typed structs.
+The ``nucleus.v1`` control frames, both ways, as typed structs: the one
+definition of the protocol's frames (``docs/protocol.md``).
 
-Pure parsing; see ``docs/protocol.md`` for the protocol itself. Anything that
-is not one of these frames is reported as :class:`InvalidMessage` so the
-session can answer with an ``error`` frame and go on.
+What a client sends is parsed by :func:`parse`; anything that is not one of
+those frames is reported as :class:`InvalidMessage`, so the session can answer
+with an ``error`` frame and go on. What the server answers is built here and
+encoded once by :func:`encode`, however many sockets get it. Publications and
+direct messages (``pub``, ``msg``) are enveloped by ``_wire`` instead, which
+embeds the application's payload without decoding it. Pure code, no I/O.
 """
 
 from __future__ import annotations
@@ -14,8 +18,28 @@ import msgspec
 
 from ._errors import InvalidMessage
 from ._message import validation_error
+from ._wire import control_frame
 
-__all__ = ["ClientFrame", "Hello", "Msg", "Position", "Refresh", "Sub", "Unsub", "parse"]
+__all__ = [
+    "ClientFrame",
+    "Error",
+    "Hello",
+    "Joined",
+    "Left",
+    "Msg",
+    "Position",
+    "PresenceDiff",
+    "PresenceState",
+    "Refresh",
+    "Refreshed",
+    "ServerFrame",
+    "Sub",
+    "Unsub",
+    "encode",
+    "parse",
+]
+
+# client to server
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -69,3 +93,63 @@ def parse(text: str) -> ClientFrame:
         raise InvalidMessage(f"malformed JSON: {exc}") from exc
     except UnicodeEncodeError as exc:
         raise InvalidMessage("text is not valid Unicode (lone surrogate)") from exc
+
+
+# server to client (``None`` fields are left out)
+
+
+class Joined(msgspec.Struct, tag="joined", tag_field="type", frozen=True, omit_defaults=True):
+    """The socket is a member of ``channel``, which stands at ``epoch``/``offset``."""
+
+    channel: str
+    epoch: str
+    offset: int
+    recovered: bool | None = None  # only when the client gave a position
+    id: int | None = None
+
+
+class Left(msgspec.Struct, tag="left", tag_field="type", frozen=True, omit_defaults=True):
+    channel: str
+    id: int | None = None
+
+
+class Error(msgspec.Struct, tag="error", tag_field="type", frozen=True, omit_defaults=True):
+    """
+    A request failed. ``channel``: a subscription to it was refused;
+    ``presence``: watching its presence was refused (the subscription stands).
+    """
+
+    code: str
+    message: str
+    id: int | None = None
+    channel: str | None = None
+    presence: str | None = None
+
+
+class Refreshed(msgspec.Struct, tag="refreshed", tag_field="type", frozen=True,
+                omit_defaults=True):
+    id: int | None = None
+
+
+class PresenceState(msgspec.Struct, tag="presence_state", tag_field="type", frozen=True):
+    channel: str
+    users: list[str]
+
+
+class PresenceDiff(msgspec.Struct, tag="presence_diff", tag_field="type", frozen=True,
+                   omit_defaults=True):
+    channel: str
+    join: list[str] | None = None
+    leave: list[str] | None = None
+
+    @classmethod
+    def of(cls, channel: str, user_id: str, present: bool) -> PresenceDiff:
+        return cls(channel, join=[user_id]) if present else cls(channel, leave=[user_id])
+
+
+ServerFrame = Union[Joined, Left, Error, Refreshed, PresenceState, PresenceDiff]  # noqa: UP007
+
+
+def encode(frame: ServerFrame) -> tuple[bytes, str]:
+    """The WebSocket frame carrying ``frame``, and its text (for the ASGI door)."""
+    return control_frame(frame)

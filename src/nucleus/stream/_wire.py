@@ -61,8 +61,11 @@ def envelope(kind: str, message: SocketMessage, fields: bytes) -> bytes:
     return head + b',"text":' + _encode(message.text) + b"}"
 
 
-def control_frame(payload: dict[str, Any]) -> tuple[bytes, str]:
-    """A ``nucleus.v1`` control frame (``joined``, ``error``...): frame bytes and its text."""
+def control_frame(payload: Any) -> tuple[bytes, str]:
+    """
+    A ``nucleus.v1`` control frame (``joined``, ``error``...; see ``_tagged``)
+    as WebSocket frame bytes, and its text.
+    """
     data = _encode(payload)
     return _frame(Opcode.TEXT, data), data.decode()
 
