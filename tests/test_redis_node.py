@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
-from nucleus.stream import StreamServer
+from nucleus.stream import SocketMessage, StreamHub, StreamServer
 
 from .backends import REDIS_URL, redis_backend
 from .helpers import Recorder, within
@@ -57,3 +59,25 @@ async def test_a_clean_stop_unregisters_the_node_and_its_sockets(redis_prefix: s
         assert await other.hub.connection_count() == 0
     finally:
         await other.aclose()
+
+
+async def test_a_process_without_sockets_publishes_through_redis(redis_prefix: str) -> None:
+    """docs/deployment.md: a worker or cron job pushes with a hub of its own."""
+    handler = Recorder(rooms=("news",))
+    server = StreamServer(backend=redis_backend(redis_prefix))
+    server.route("/ws", handler)
+    host, port = await server.start("127.0.0.1", 0)
+    pusher = StreamHub(redis_backend(redis_prefix))
+    await pusher.start()
+    try:
+        async with connect(f"ws://{host}:{port}/ws") as ws:
+            socket = await within(handler.connected.get())
+            await server.hub.identify(socket.id, "ann")
+            await pusher.broadcast_to_room("news", SocketMessage.json({"headline": "hi"}))
+            assert json.loads(await within(ws.recv())) == {"headline": "hi"}
+            await pusher.send_to_user("ann", SocketMessage.json({"kind": "mention"}))
+            assert json.loads(await within(ws.recv())) == {"kind": "mention"}
+            assert await pusher.online_users() == ["ann"]
+    finally:
+        await pusher.aclose()
+        await server.aclose()
