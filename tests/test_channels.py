@@ -165,6 +165,26 @@ async def test_a_malformed_first_frame_still_lets_the_hello_through(serve: Serve
         assert [p["data"] for p in replayed] == [1, 2]
 
 
+async def test_a_ping_is_answered_at_once_even_while_the_handler_is_busy(serve: Serve) -> None:
+    release = asyncio.Event()
+
+    class Busy(Recorder):
+        async def on_message(self, hub: StreamHub, socket: WebSocket, msg: SocketMessage) -> None:
+            await release.wait()
+
+    server = StreamServer()
+    server.route("/ws", Busy())
+    base = await serve(server)
+    async with connect(f"{base}/ws", subprotocols=["nucleus.v1"]) as ws:  # type: ignore[list-item]
+        await ws.send('{"type":"hello","channels":{}}')
+        await ws.send('{"type":"msg","text":"this keeps the handler busy"}')
+        await ws.send('{"type":"ping"}')
+        assert json.loads(await within(ws.recv())) == {"type": "pong"}
+        await ws.send('{ "type" : "ping" }')  # any spelling of it, in turn
+        release.set()
+        assert json.loads(await within(ws.recv())) == {"type": "pong"}
+
+
 async def test_resume_replays_missed_messages_in_order_then_live(serve: Serve) -> None:
     server = StreamServer()
     server.route("/ws", Recorder(rooms=("chat",)))

@@ -41,6 +41,9 @@ _CLOSED: Final = "closed"
 #: Close code when an authenticated socket's token expires without a refresh.
 TOKEN_EXPIRED: Final = 4001
 
+#: A client's heartbeat, as the reference client writes it.
+PING: Final = '{"type":"ping"}'
+
 #: How many received messages may wait for the handler before reading pauses.
 PAUSE_AT: Final = 64
 RESUME_AT: Final = 16
@@ -144,9 +147,15 @@ class Session:
                 else:
                     self.socket.close_nowait(1008, "rate limit exceeded")
                 return
-        if self.tagged and not self._connected:
-            self._on_first_tagged_frame(msg)
-            return
+        if self.tagged:
+            if not self._connected:
+                self._on_first_tagged_frame(msg)
+                return
+            if isinstance(msg, Text) and msg.text == PING:
+                # Answered at once, not after the handler's queue: a busy
+                # handler must not look like a dead link to the client.
+                self.socket.deliver_encoded(_tagged.PONG)
+                return
         self._push(msg)
         if not self._paused and self._inbox is not None and len(self._inbox) >= PAUSE_AT:
             self._paused = True
@@ -314,6 +323,8 @@ class Session:
             await self._subscribe(frame)
         elif isinstance(frame, _tagged.Unsub):
             await self._unsubscribe(frame)
+        elif isinstance(frame, _tagged.Ping):
+            self.socket.deliver_encoded(_tagged.PONG)
         elif isinstance(frame, _tagged.Hello):
             self._error("bad_request", "hello is only valid as the first frame")
         else:

@@ -12,7 +12,7 @@ embeds the application's payload without decoding it. Pure code, no I/O.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Final, Union
 
 import msgspec
 
@@ -21,12 +21,15 @@ from ._message import validation_error
 from ._wire import control_frame
 
 __all__ = [
+    "PONG",
     "ClientFrame",
     "Error",
     "Hello",
     "Joined",
     "Left",
     "Msg",
+    "Ping",
+    "Pong",
     "Position",
     "PresenceDiff",
     "PresenceState",
@@ -77,7 +80,11 @@ class Refresh(msgspec.Struct, tag="refresh", tag_field="type", frozen=True):
     id: int | None = None
 
 
-ClientFrame = Union[Hello, Sub, Unsub, Msg, Refresh]  # noqa: UP007 (msgspec needs a Union)
+class Ping(msgspec.Struct, tag="ping", tag_field="type", frozen=True):
+    """The client heard nothing for a while: is the link alive? (answered by ``pong``)"""
+
+
+ClientFrame = Union[Hello, Sub, Unsub, Msg, Refresh, Ping]  # noqa: UP007 (msgspec needs a Union)
 
 _decoder = msgspec.json.Decoder(ClientFrame)
 
@@ -131,6 +138,10 @@ class Refreshed(msgspec.Struct, tag="refreshed", tag_field="type", frozen=True,
     id: int | None = None
 
 
+class Pong(msgspec.Struct, tag="pong", tag_field="type", frozen=True):
+    pass
+
+
 class PresenceState(msgspec.Struct, tag="presence_state", tag_field="type", frozen=True):
     channel: str
     users: list[str]
@@ -147,7 +158,11 @@ class PresenceDiff(msgspec.Struct, tag="presence_diff", tag_field="type", frozen
         return cls(channel, join=[user_id]) if present else cls(channel, leave=[user_id])
 
 
-ServerFrame = Union[Joined, Left, Error, Refreshed, PresenceState, PresenceDiff]  # noqa: UP007
+ServerFrame = Union[  # noqa: UP007
+    Joined, Left, Error, Refreshed, Pong, PresenceState, PresenceDiff]
+
+#: The answer to every ``ping``, encoded once.
+PONG: Final = control_frame(Pong())
 
 
 def encode(frame: ServerFrame) -> tuple[bytes, str]:

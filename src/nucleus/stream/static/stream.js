@@ -30,6 +30,11 @@ const PROTOCOL = "nucleus.v1";
  * @property {number} [stableAfter=5000] Backoff resets once a connection stayed open this long, ms.
  * @property {number} [refreshBefore=30000] Refresh a JWT this long before its `exp`, ms.
  * @property {number} [maxQueue=1000] Sends held while not open; `send()` throws beyond it.
+ * @property {number} [connectTimeout=10000] A connection not open within this many ms is
+ *   abandoned and dialed again (with backoff).
+ * @property {number} [heartbeat=8000] When nothing arrives for this many ms, send a `ping`;
+ *   when nothing arrives for another such interval after it, the link is dead (a half-open
+ *   socket after a network change): reconnect and recover. 0 turns it off.
  * @property {number} [presenceDelay=2000] A user who leaves a watched room is reported gone
  *   only if not back within this many ms: a page reload is not a leave-then-join.
  *
@@ -122,6 +127,8 @@ export function connect(url, options = {}) {
     refreshBefore = 30000,
     maxQueue = 1000,
     presenceDelay = 2000,
+    heartbeat = 8000,
+    connectTimeout = 10000,
   } = options;
   const target = new URL(url, globalThis.location?.href);
   target.protocol = target.protocol.replace(/^http/, "ws");
@@ -138,6 +145,9 @@ export function connect(url, options = {}) {
   let retryTimer = 0; // truthy while idle: a timer id, or -1 while waiting for "online"
   let stableTimer = 0;
   let refreshTimer = 0;
+  let beatTimer = 0;
+  let heard = false; // a frame arrived since the last heartbeat check
+  let pinged = false; // a ping is waiting for an answer
   /**
    * @type {Map<string, {callbacks: Set<Function>, epoch?: string, offset?: number, refused?: boolean,
    *   watchers: Set<Function>, users: Set<string>, shown: Set<string> | null, leaving: Map<string, number>}>}
@@ -174,6 +184,33 @@ export function connect(url, options = {}) {
     setState("reconnecting");
     clearTimeout(retryTimer);
     retryTimer = setTimeout(dial, delay);
+  }
+
+  /**
+   * Every `heartbeat` ms: if nothing arrived since the last check, ping; if nothing
+   * arrived since the ping either, the link is dead. One small frame per interval,
+   * only on an idle link; the server keeps no timer for it.
+   */
+  function beat(socket) {
+    if (socket !== ws) return;
+    if (heard) {
+      heard = pinged = false;
+    } else if (!pinged) {
+      pinged = true;
+      sendFrame({ type: "ping" });
+    } else {
+      return drop(socket);
+    }
+    beatTimer = setTimeout(beat, heartbeat, socket);
+  }
+
+  /** Give up on `socket` now rather than wait for TCP to notice, and dial again. */
+  function drop(socket) {
+    ws = null;
+    clearTimeout(stableTimer);
+    clearTimeout(beatTimer);
+    socket.close();
+    retry(0);
   }
 
   function scheduleRefresh() {
@@ -227,8 +264,15 @@ export function connect(url, options = {}) {
     }
     ws = socket;
     socket.binaryType = "arraybuffer";
+    const giveUp = setTimeout(() => {
+      if (socket !== ws || opened) return;
+      ws = null;
+      socket.close();
+      retry();
+    }, connectTimeout);
 
     socket.onopen = () => {
+      clearTimeout(giveUp);
       if (socket !== ws) return;
       opened = true;
       authRetried = false;
@@ -240,6 +284,8 @@ export function connect(url, options = {}) {
       }
       for (const entry of queue.splice(0)) socket.send(wire(entry));
       stableTimer = setTimeout(() => (attempt = 0), stableAfter);
+      heard = pinged = false;
+      if (heartbeat > 0 && !raw) beatTimer = setTimeout(beat, heartbeat, socket);
       setState("open");
       if (raw) {
         emit("error", {
@@ -250,13 +296,17 @@ export function connect(url, options = {}) {
     };
 
     socket.onmessage = (event) => {
-      if (socket === ws) receive(event.data);
+      if (socket !== ws) return;
+      heard = true;
+      receive(event.data);
     };
 
     socket.onclose = ({ code, reason }) => {
+      clearTimeout(giveUp);
       if (socket !== ws) return;
       ws = null;
       clearTimeout(stableTimer);
+      clearTimeout(beatTimer);
       if (!opened) return probe(u);
       if (code === 1000) return end();
       if (code === 1008) return end({ code: "policy_violation", message: reason || "the server refused this connection" });
@@ -352,7 +402,7 @@ export function connect(url, options = {}) {
       const { type: _, ...info } = frame;
       emit("error", info);
     }
-    // "left", "refreshed" and types this version does not know need nothing.
+    // "left", "refreshed", "pong" and types this version does not know need nothing.
   }
 
   /**
@@ -395,15 +445,8 @@ export function connect(url, options = {}) {
   };
 
   const onOnline = () => retryTimer && dial();
-  const onOffline = () => {
-    // Drop the socket now rather than wait for TCP to notice; "online" reconnects.
-    if (!ws) return;
-    const socket = ws;
-    ws = null;
-    clearTimeout(stableTimer);
-    socket.close();
-    retry(0);
-  };
+  // Drop the socket now rather than wait for TCP to notice; "online" reconnects.
+  const onOffline = () => ws && drop(ws);
 
   function end(error) {
     const socket = ws;
@@ -411,6 +454,7 @@ export function connect(url, options = {}) {
     clearTimeout(retryTimer);
     clearTimeout(stableTimer);
     clearTimeout(refreshTimer);
+    clearTimeout(beatTimer);
     retryTimer = 0;
     globalThis.removeEventListener?.("online", onOnline);
     globalThis.removeEventListener?.("offline", onOffline);
