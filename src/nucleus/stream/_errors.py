@@ -12,6 +12,7 @@ Every error this package raises on purpose derives from :class:`StreamError`::
     ├── ChannelError            a channel name or channel operation is invalid
     ├── RouteError              a route is declared wrongly (bad path, duplicate)
     ├── ConfigError             a setting is missing or out of range
+    ├── RequestError            on_request refuses a request (code, message for the client)
     └── BackendError            the backend failed; the operation was not done
         └── BackendUnavailable  the broker is unreachable (or timed out); retry later
 
@@ -29,6 +30,7 @@ __all__ = [
     "EncodeError",
     "InvalidMessage",
     "MessageError",
+    "RequestError",
     "RouteError",
     "SocketClosed",
     "SocketNotFound",
@@ -92,3 +94,19 @@ class BackendUnavailable(BackendError):
 
     Local sockets keep working; the backend reconnects by itself.
     """
+
+
+class RequestError(StreamError):
+    """
+    Raised by :meth:`StreamHandler.on_request` to refuse a request: the client's
+    ``request()`` rejects with ``code`` and ``message`` (both sent as given, so
+    keep secrets out of them). Any other exception reaches the client as
+    ``internal``, without its text.
+    """
+
+    def __init__(self, code: str, message: str = "") -> None:
+        if not isinstance(code, str) or not code:
+            raise TypeError("a request error code is a non-empty string, e.g. 'not_allowed'")
+        super().__init__(message or code)
+        self.code = code
+        self.message = message or code

@@ -10,7 +10,9 @@ messages of one socket are handled one at a time in arrival order, and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from ._errors import RequestError
 
 if TYPE_CHECKING:
     from ._hub import StreamHub
@@ -37,6 +39,16 @@ class StreamHandler:
 
     async def on_message(self, hub: StreamHub, socket: WebSocket, msg: SocketMessage) -> None:
         """A complete message arrived from ``socket``."""
+
+    async def on_request(self, hub: StreamHub, socket: WebSocket, data: Any) -> Any:
+        """
+        A library client's ``request(data)``: return the reply (any value
+        ``SocketMessage.json`` takes). ``data`` is the decoded JSON, the text
+        when it is not JSON, or an instance of the route's ``message_model``.
+        Raise :class:`RequestError` to refuse with a code; by default every
+        request is refused with ``not_found``.
+        """
+        raise RequestError("not_found", "this route answers no requests")
 
     async def on_disconnect(self, hub: StreamHub, socket_id: str) -> None:
         """The socket is gone (for whatever reason); it is already out of every room."""

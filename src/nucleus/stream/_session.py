@@ -20,8 +20,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
+
 from . import _tagged
-from ._errors import BackendError, InvalidMessage, StreamError
+from ._errors import BackendError, InvalidMessage, RequestError, StreamError
 from ._message import Binary, SocketMessage, Text, decode_as
 from ._ratelimit import Verdict
 
@@ -40,6 +42,9 @@ _CLOSED: Final = "closed"
 
 #: Close code when an authenticated socket's token expires without a refresh.
 TOKEN_EXPIRED: Final = 4001
+
+_decode_json = msgspec.json.decode
+_encode_json = msgspec.json.encode
 
 #: A client's heartbeat, as the reference client writes it.
 PING: Final = '{"type":"ping"}'
@@ -143,7 +148,7 @@ class Session:
             verdict = limiter.check(self.socket.id, self.socket.user_id, time.monotonic())
             if verdict is not Verdict.ALLOW:
                 if verdict is Verdict.REJECT:
-                    self._error("rate_limited", "too many messages: this one was dropped")
+                    self._rate_limited(msg)
                 else:
                     self.socket.close_nowait(1008, "rate limit exceeded")
                 return
@@ -160,6 +165,20 @@ class Session:
         if not self._paused and self._inbox is not None and len(self._inbox) >= PAUSE_AT:
             self._paused = True
             self._pause()
+
+    def _rate_limited(self, msg: SocketMessage) -> None:
+        """Say a frame was dropped; a dropped request gets its reply, so it never hangs."""
+        text = "too many messages: this one was dropped"
+        if self.tagged and isinstance(msg, Text) and '"req"' in msg.text:
+            try:
+                frame = _tagged.parse(msg.text)
+            except InvalidMessage:
+                frame = None
+            if isinstance(frame, _tagged.Req):
+                failure = _tagged.Failure("rate_limited", text)
+                self.socket.deliver_control(_tagged.Reply(frame.id, error=failure))
+                return
+        self._error("rate_limited", text)
 
     def closed(self) -> None:
         """The connection is gone; call once, whatever ended it."""
@@ -319,6 +338,8 @@ class Session:
                 self._error("bad_request", "a msg frame needs text or data")
                 return
             await self._on_message(app_msg)
+        elif isinstance(frame, _tagged.Req):
+            await self._request(frame)
         elif isinstance(frame, _tagged.Sub):
             await self._subscribe(frame)
         elif isinstance(frame, _tagged.Unsub):
@@ -329,6 +350,33 @@ class Session:
             self._error("bad_request", "hello is only valid as the first frame")
         else:
             self._refresh(frame)
+
+    async def _request(self, frame: _tagged.Req) -> None:
+        """Ask ``on_request`` and answer with a ``reply``: its value, or why not."""
+        data: Any
+        model = self.route.message_model
+        try:
+            if frame.text is not None:
+                data = frame.text if model is None else decode_as(frame.text, model)
+            elif frame.data:
+                data = _decode_json(frame.data) if model is None else decode_as(
+                    bytes(frame.data).decode(), model)
+            else:
+                raise RequestError("bad_request", "a req frame needs text or data")
+            result = await self.handler.on_request(self.hub, self.socket, data)
+            reply = _tagged.Reply(frame.id, msgspec.Raw(_encode_json(result)))
+        except RequestError as exc:
+            reply = _tagged.Reply(frame.id, error=_tagged.Failure(exc.code, exc.message))
+        except InvalidMessage as exc:
+            name = getattr(model, "__name__", "message")
+            reply = _tagged.Reply(frame.id, error=_tagged.Failure(
+                "invalid", f"invalid {name}: {exc}"))
+        except Exception:
+            logger.exception("%s.on_request failed on socket %s (route %s)",
+                             type(self.handler).__name__, self.socket.id, self.socket.route)
+            reply = _tagged.Reply(frame.id, error=_tagged.Failure(
+                "internal", "the server failed to answer this request"))
+        self.socket.deliver_control(reply)
 
     def _refresh(self, frame: _tagged.Refresh) -> None:
         """In-band token refresh: same user, new expiry; a bad token changes nothing."""

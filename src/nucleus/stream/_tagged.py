@@ -24,6 +24,7 @@ __all__ = [
     "PONG",
     "ClientFrame",
     "Error",
+    "Failure",
     "Hello",
     "Joined",
     "Left",
@@ -35,6 +36,8 @@ __all__ = [
     "PresenceState",
     "Refresh",
     "Refreshed",
+    "Reply",
+    "Req",
     "ServerFrame",
     "Sub",
     "Unsub",
@@ -80,11 +83,19 @@ class Refresh(msgspec.Struct, tag="refresh", tag_field="type", frozen=True):
     id: int | None = None
 
 
+class Req(msgspec.Struct, tag="req", tag_field="type", frozen=True):
+    """A request for the handler's ``on_request``, answered by a ``reply`` with its ``id``."""
+
+    id: int
+    text: str | None = None
+    data: msgspec.Raw = msgspec.Raw()
+
+
 class Ping(msgspec.Struct, tag="ping", tag_field="type", frozen=True):
     """The client heard nothing for a while: is the link alive? (answered by ``pong``)"""
 
 
-ClientFrame = Union[Hello, Sub, Unsub, Msg, Refresh, Ping]  # noqa: UP007 (msgspec needs a Union)
+ClientFrame = Union[Hello, Sub, Unsub, Msg, Req, Refresh, Ping]  # noqa: UP007 (msgspec needs a Union)
 
 _decoder = msgspec.json.Decoder(ClientFrame)
 
@@ -142,6 +153,19 @@ class Pong(msgspec.Struct, tag="pong", tag_field="type", frozen=True):
     pass
 
 
+class Failure(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+
+
+class Reply(msgspec.Struct, tag="reply", tag_field="type", frozen=True, omit_defaults=True):
+    """The answer to ``req`` ``id``: its ``data`` (JSON), or an ``error``."""
+
+    id: int
+    data: msgspec.Raw = msgspec.Raw()
+    error: Failure | None = None
+
+
 class PresenceState(msgspec.Struct, tag="presence_state", tag_field="type", frozen=True):
     channel: str
     users: list[str]
@@ -159,7 +183,7 @@ class PresenceDiff(msgspec.Struct, tag="presence_diff", tag_field="type", frozen
 
 
 ServerFrame = Union[  # noqa: UP007
-    Joined, Left, Error, Refreshed, Pong, PresenceState, PresenceDiff]
+    Joined, Left, Error, Reply, Refreshed, Pong, PresenceState, PresenceDiff]
 
 #: The answer to every ``ping``, encoded once.
 PONG: Final = control_frame(Pong())
