@@ -52,6 +52,16 @@ const PROTOCOL = "nucleus.v1";
  * @property {number} [id] The request this answers.
  * @property {string} [channel] The channel concerned; a subscription to it was refused.
  *
+ * @typedef {object} RequestOptions
+ * @property {number} [timeout=10000] Reject with code `timeout` after this many ms.
+ * @property {"queue" | "reject"} [offline="queue"] While not open: send it once open
+ *   (the timeout runs meanwhile), or reject at once with code `offline`.
+ *
+ * @typedef {Error & {code: string}} RequestFailure `code`: the server's (`RequestError`'s
+ *   code, `invalid`, `rate_limited`, `not_found`, `internal`...) or the client's
+ *   (`timeout`, `offline`, `disconnected`: the link dropped after sending, the server may
+ *   or may not have acted; `closed`).
+ *
  * @typedef {object} PresenceChange
  * @property {"state" | "join" | "leave"} type `state`: the whole list (the first call);
  *   `join` / `leave`: one user arrived or left (also the differences a reconnect finds).
@@ -65,6 +75,8 @@ const PROTOCOL = "nucleus.v1";
  *   Who is in a channel (sorted user ids; many tabs count once), now and on every change;
  *   subscribes to the channel while watched. The route must allow it (`presence=True`);
  *   returns the function that stops watching.
+ * @property {(data: any, options?: RequestOptions) => Promise<any>} request Ask the server's
+ *   `on_request`; resolves with its answer, rejects with a `RequestFailure`.
  * @property {(value: any) => void} send Send to the server's handler; strings as text,
  *   binary as-is, anything else as JSON. Queued while not open; throws when the queue
  *   is full or the stream is closed.
@@ -157,6 +169,23 @@ export function connect(url, options = {}) {
   /** @type {Map<string, Set<Function>>} */
   const listeners = new Map();
   const queue = []; // [text, isString] for text/JSON, else the binary value
+  /** @type {Map<number, {resolve: Function, reject: Function, timer: number, frame: string, sent: boolean}>} */
+  const requests = new Map();
+  const failure = (code, message) => Object.assign(new Error(message), { code });
+  const settle = (id, reply) => {
+    const r = requests.get(id);
+    if (!r) return; // timed out already: the late reply is dropped
+    requests.delete(id);
+    clearTimeout(r.timer);
+    if (reply.error) r.reject(failure(String(reply.error.code), String(reply.error.message)));
+    else r.resolve(reply.data);
+  };
+  // Requests the link took with it may or may not have been handled: never resent.
+  const dropInFlight = () => {
+    for (const [id, r] of requests) {
+      if (r.sent) settle(id, { error: { code: "disconnected", message: "the connection dropped before the reply" } });
+    }
+  };
 
   const emit = (type, ...args) => {
     for (const cb of [...(listeners.get(type) || [])]) call(cb, ...args);
@@ -207,6 +236,7 @@ export function connect(url, options = {}) {
   /** Give up on `socket` now rather than wait for TCP to notice, and dial again. */
   function drop(socket) {
     ws = null;
+    dropInFlight();
     clearTimeout(stableTimer);
     clearTimeout(beatTimer);
     socket.close();
@@ -283,6 +313,11 @@ export function connect(url, options = {}) {
         sendFrame({ type: "hello", channels: hello });
       }
       for (const entry of queue.splice(0)) socket.send(wire(entry));
+      for (const [id, r] of requests) {
+        if (r.sent) continue;
+        if (raw) settle(id, { error: { code: "offline", message: `the server does not speak ${PROTOCOL}` } });
+        else socket.send(r.frame), (r.sent = true);
+      }
       stableTimer = setTimeout(() => (attempt = 0), stableAfter);
       heard = pinged = false;
       if (heartbeat > 0 && !raw) beatTimer = setTimeout(beat, heartbeat, socket);
@@ -307,6 +342,7 @@ export function connect(url, options = {}) {
       ws = null;
       clearTimeout(stableTimer);
       clearTimeout(beatTimer);
+      dropInFlight();
       if (!opened) return probe(u);
       if (code === 1000) return end();
       if (code === 1008) return end({ code: "policy_violation", message: reason || "the server refused this connection" });
@@ -386,6 +422,8 @@ export function connect(url, options = {}) {
       // recovered: true keeps our position, the missed pubs follow; otherwise continue from the room's.
       if (frame.recovered !== true) c.offset = typeof offset === "number" ? offset : undefined;
       if (frame.recovered === false) emit("gap", { channel, epoch, offset });
+    } else if (type === "reply") {
+      if (typeof frame.id === "number") settle(frame.id, frame);
     } else if (type === "presence_state") {
       if (!c || !Array.isArray(frame.users)) return;
       c.users = new Set(frame.users);
@@ -464,6 +502,7 @@ export function connect(url, options = {}) {
       setState("closed");
     }
     for (const c of channels.values()) stopPresence(c);
+    for (const id of [...requests.keys()]) settle(id, { error: { code: "closed", message: "the stream was closed" } });
     channels.clear();
     listeners.clear();
     queue.length = 0;
@@ -537,6 +576,24 @@ export function connect(url, options = {}) {
       if (isOpen()) ws.send(wire(entry));
       else if (queue.length < maxQueue) queue.push(snapshot(entry));
       else throw new Error(`the send queue is full (maxQueue ${maxQueue}); wait for the "open" state`);
+    },
+
+    request(data, { timeout = 10000, offline = "queue" } = {}) {
+      if (state === "closed") return Promise.reject(failure("closed", "the stream is closed"));
+      if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) throw new TypeError("request() takes a string or a JSON value");
+      const text = typeof data === "string" ? data : JSON.stringify(data === undefined ? null : data);
+      if (text === undefined) throw new TypeError("request() takes a string or a JSON value");
+      const id = ++seq;
+      const frame = typeof data === "string" ? JSON.stringify({ type: "req", id, text }) : `{"type":"req","id":${id},"data":${text}}`;
+      return new Promise((resolve, reject) => {
+        const ready = isOpen() && !raw;
+        if (!ready && (offline === "reject" || raw)) {
+          return reject(failure("offline", raw ? "the server does not speak nucleus.v1" : "not connected"));
+        }
+        const timer = setTimeout(() => settle(id, { error: { code: "timeout", message: `no reply within ${timeout} ms` } }), timeout);
+        requests.set(id, { resolve, reject, timer, frame, sent: ready });
+        if (ready) ws.send(frame);
+      });
     },
 
     on(type, callback) {
