@@ -199,7 +199,7 @@ async def _websocket(app: StreamServer, scope: Scope, receive: Receive, send: Se
     request, full_path = _request(scope)
     if (await receive())["type"] != "websocket.connect":
         return
-    await app._ensure_started()
+    await app._ensure_started(lazily=True)
     decision = await _decide(app, request, full_path, websocket=True)
     if isinstance(decision, HttpResponse):
         await _refuse(scope, send, decision)

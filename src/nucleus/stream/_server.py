@@ -10,9 +10,10 @@ every task it starts and closes every socket (1001) when it stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -214,7 +215,7 @@ class StreamServer:
         For load balancers: 200 while this node can serve, 503 while its
         backend is unreachable or its broker link stops answering probes.
         """
-        await self._ensure_started()  # mounted without a lifespan, nothing else may start it
+        await self._ensure_started(lazily=True)  # mounted without a lifespan
         if self.hub.backend.healthy():
             return HttpResponse(200, b'{"status":"ok"}', "application/json")
         return HttpResponse(503, b'{"status":"unavailable","reason":"backend"}',
@@ -249,13 +250,38 @@ class StreamServer:
 
     # lifecycle
 
-    async def _ensure_started(self) -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """
+        The server's start and stop, for the app that mounts it::
+
+            app = FastAPI(lifespan=server.lifespan)
+            app.mount("/realtime", server)
+
+        Entering runs the configuration checks (a missing ``SECRET_KEY`` fails
+        the application's start), the start-up hooks and background tasks;
+        leaving closes every socket with 1001 and runs the shutdown hooks. To
+        combine it with a lifespan of your own, enter it inside yours:
+        ``async with server.lifespan(app): yield``.
+        """
+        await self._ensure_started()
+        try:
+            yield
+        finally:
+            await self._shutdown()
+
+    async def _ensure_started(self, lazily: bool = False) -> None:
         if self._started:
             return
         if self._starting is None:
             self._starting = asyncio.Lock()
         async with self._starting:
             if not self._started:
+                if lazily:
+                    logger.warning(
+                        "starting on the first request: no lifespan started this server, so "
+                        "its start-up hooks, background tasks and checks ran only now; wire "
+                        "FastAPI(lifespan=server.lifespan) (or call it from your lifespan)")
                 await self._startup()
 
     async def _startup(self) -> None:
