@@ -110,7 +110,7 @@ class Acceptor:
     later are served.
     """
 
-    __slots__ = ("_door", "_http_routes", "_routes")
+    __slots__ = ("_door", "_http_routes", "_routes", "refused")
 
     def __init__(
         self,
@@ -121,6 +121,8 @@ class Acceptor:
         self._routes = routes
         self._http_routes = http_routes
         self._door = door
+        #: Told the status of every refused upgrade (for metrics).
+        self.refused: Callable[[int], None] | None = None
 
     def decide(
         self,
@@ -152,7 +154,7 @@ class Acceptor:
         assert route is not None
         admission = self._door.check(request, route.origins, now)
         if admission.status != 101:
-            return refusal(admission)
+            return self._refusal(admission, websocket)
         if route.authenticator is None:
             return Accept(route, request, admission) if websocket else _UPGRADE_REQUIRED
         return Pending(self._authenticate(route, request, admission.client_ip, websocket))
@@ -166,10 +168,17 @@ class Acceptor:
             admission = await self._door.authenticate(request, authenticate, ip)
         except Exception:
             logger.exception("authentication failed with an error on route %s", route.path)
+            if websocket and self.refused is not None:
+                self.refused(_AUTH_ERROR.status)
             return _AUTH_ERROR
         if admission.status != 101:
-            return refusal(admission)
+            return self._refusal(admission, websocket)
         return Accept(route, request, admission) if websocket else _UPGRADE_REQUIRED
+
+    def _refusal(self, admission: Admission, websocket: bool) -> HttpResponse:
+        if websocket and self.refused is not None:
+            self.refused(admission.status)
+        return refusal(admission)
 
     @staticmethod
     def _answer(path: str, endpoint: HttpHandler, request: HandshakeRequest) -> Decision | Pending:

@@ -116,6 +116,8 @@ class Backend(abc.ABC):
     def __init__(self, history: HistoryPolicy | None = None) -> None:
         #: The history policy of rooms no rule of the hub names.
         self.default_policy = history or HistoryPolicy()
+        #: Told ``(operation, seconds, failed)`` of each call that reaches a broker.
+        self.observe: Callable[[str, float, bool], None] | None = None
 
     @abc.abstractmethod
     async def start(self, delivery: Delivery) -> None:

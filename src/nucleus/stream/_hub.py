@@ -30,7 +30,8 @@ from . import _tagged
 from ._backend import Backend, MemoryBackend
 from ._errors import BackendError, ChannelError, SocketClosed
 from ._history import HistoryPolicy, Publication, Recovery
-from ._message import SocketMessage
+from ._message import SocketMessage, payload_size
+from ._metrics import Metrics
 from ._registry import Registry
 from ._socket import WebSocket
 from ._tasks import TaskOwner
@@ -103,6 +104,8 @@ class StreamHub:
         # is read, or None once it gets them live.
         self._watchers: dict[str, dict[str, list[tuple[str, bool]] | None]] = {}
         self._tasks = TaskOwner()
+        #: The server's counters (None: not counted).
+        self.metrics: Metrics | None = None
 
     async def start(self) -> None:
         await self.backend.start(self)
@@ -344,6 +347,8 @@ class StreamHub:
         if not socket.is_open:
             raise SocketClosed(f"socket {socket_id} is closing; stop sending to it")
         socket.deliver(Outgoing(msg))
+        if self.metrics is not None:
+            self.metrics.delivered(1, payload_size(msg))
 
     async def send_to_user(self, user_id: str, msg: SocketMessage) -> None:
         """Send ``msg`` to every open socket of ``user_id`` on every node (all their devices)."""
@@ -429,20 +434,27 @@ class StreamHub:
         out = Outgoing(publication.message, room, publication.offset, publication.event)
         pending = self._pending.get(room)
         if pending or exclude:
+            sent = 0
             for socket_id, socket in members.items():
                 if exclude and socket_id in exclude:
                     continue
                 join = pending.get(socket_id) if pending else None
                 if join is None:
                     socket.deliver(out)
+                    sent += 1
                 elif join.held is not None:
                     join.held.append(out)
                 elif publication.offset > join.floor:
                     self._unhold(room, socket_id)  # live has passed the replay
                     socket.deliver(out)
+                    sent += 1
         else:
             for socket in members.values():
                 socket.deliver(out)
+            sent = len(members)
+        if self.metrics is not None:
+            self.metrics.broadcasts.inc()
+            self.metrics.delivered(sent, payload_size(publication.message))
 
     def deliver_user(self, user_id: str, message: SocketMessage) -> None:
         sockets = self._registry.user_sockets(user_id)
@@ -450,12 +462,16 @@ class StreamHub:
             out = Outgoing(message)
             for socket in sockets.values():
                 socket.deliver(out)
+            if self.metrics is not None:
+                self.metrics.delivered(len(sockets), payload_size(message))
 
     def deliver_socket(self, socket_id: str, message: SocketMessage) -> bool:
         socket = self._registry.find(socket_id)
         if socket is None:
             return False
         socket.deliver(Outgoing(message))
+        if self.metrics is not None:
+            self.metrics.delivered(1, payload_size(message))
         return True
 
     def close_socket(self, socket_id: str, code: int | None, reason: str) -> bool:
@@ -533,6 +549,10 @@ class StreamHub:
     def local_count(self) -> int:
         return len(self._registry)
 
+    def local_room_count(self) -> int:
+        """Rooms with a member on this node."""
+        return self._registry.room_count()
+
     def local_state(self) -> list[tuple[str, str | None, frozenset[str]]]:
         """Every socket of this node with its user and rooms (for re-registering)."""
         return self._registry.snapshot()
@@ -573,3 +593,4 @@ class StreamHub:
         """True when no socket, room, user or join entry is held (leak checks)."""
         return (self._registry.is_empty() and not self._positions and not self._pending
                 and not self._watchers)
+

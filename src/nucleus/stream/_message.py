@@ -17,7 +17,8 @@ import msgspec
 
 from ._errors import EncodeError, InvalidMessage
 
-__all__ = ["Binary", "SocketMessage", "Text", "decode_as", "encode_json", "validation_error"]
+__all__ = ["Binary", "SocketMessage", "Text", "decode_as", "encode_json", "payload_size",
+           "validation_error"]
 
 T = TypeVar("T")
 
@@ -171,3 +172,12 @@ _Text = Text
 _Binary = Binary
 SocketMessage.Text = Text
 SocketMessage.Binary = Binary
+
+
+def payload_size(message: SocketMessage) -> int:
+    """Payload bytes of a message (text: its UTF-8 length; ASCII is the cheap common case)."""
+    if isinstance(message, Binary):
+        return len(message.data)
+    assert isinstance(message, Text)
+    text = message.text
+    return len(text) if text.isascii() else len(text.encode())

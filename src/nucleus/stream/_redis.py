@@ -202,9 +202,12 @@ class RedisBackend(Backend):
 
     async def _guarded(self, name: str, call: Awaitable[Any]) -> Any:
         """Await ``call`` within ``timeout``, translating Redis failures to BackendError."""
+        loop = asyncio.get_running_loop()
+        started, failed = loop.time(), True
         try:
             async with asyncio.timeout(self.timeout):
                 result = await call
+            failed = False
         except ResponseError as exc:
             raise BackendError(f"Redis refused {name}: {exc}") from exc
         except _LINK_ERRORS as exc:
@@ -212,6 +215,9 @@ class RedisBackend(Backend):
             raise BackendUnavailable(
                 f"Redis at {self._shown_url} is unreachable ({type(exc).__name__}); retry later"
             ) from exc
+        finally:
+            if self.observe is not None:
+                self.observe(name, loop.time() - started, failed)
         self._recovered()
         return result
 

@@ -25,6 +25,8 @@ from ._gate import DoorPolicy, normalize_origin
 from ._handler import StreamHandler
 from ._history import HistoryPolicy
 from ._hub import StreamHub
+from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ._metrics import Metrics
 from ._native import NativeServer
 from ._ratelimit import RateLimit
 from ._request import HandshakeRequest
@@ -43,6 +45,9 @@ CLIENT_JS_ROUTE = "/nucleus/stream.js"
 
 #: Where load balancers ask whether this node can serve (``health_path=None``: nowhere).
 HEALTH_ROUTE = "/healthz"
+
+#: Where Prometheus scrapes the server's counters (``metrics_path=None``: nowhere).
+METRICS_ROUTE = "/metrics"
 
 #: Inbound message limit of every route unless it says otherwise (see RateLimit).
 DEFAULT_RATE_LIMIT = RateLimit()
@@ -63,8 +68,9 @@ class StreamServer:
     Limits (see :class:`Limits` for defaults) apply to every route unless a
     route overrides ``max_message_size`` or ``max_send_queue``. Besides its
     routes it answers ``GET /nucleus/stream.js`` (the browser client;
-    ``serve_client=False`` turns it off) and ``GET /healthz`` (200, or 503
-    while the backend is unreachable; ``health_path`` moves it, None removes it).
+    ``serve_client=False`` turns it off), ``GET /healthz`` (200, or 503
+    while the backend is unreachable; ``health_path`` moves it, None removes it)
+    and ``GET /metrics`` (Prometheus; ``metrics_path``, likewise).
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class StreamServer:
         trusted_proxies: Iterable[str] = (),
         serve_client: bool = True,
         health_path: str | None = HEALTH_ROUTE,
+        metrics_path: str | None = METRICS_ROUTE,
     ) -> None:
         if hub is not None and backend is not None:
             raise RouteError("pass either hub= or backend=, not both")
@@ -118,6 +125,13 @@ class StreamServer:
             self._serve_client()
         if health_path is not None:
             self.http_route(health_path, self._health)
+        #: The server's counters, served at ``metrics_path`` (None when off).
+        self.metrics: Metrics | None = None
+        if metrics_path is not None:
+            self.metrics = Metrics(rooms=hub.local_room_count)
+            hub.metrics = self.metrics
+            self.acceptor.refused = self.metrics.refusals_by_status
+            self.http_route(metrics_path, self._metrics)
 
     # configuration
 
@@ -221,6 +235,10 @@ class StreamServer:
         return HttpResponse(503, b'{"status":"unavailable","reason":"backend"}',
                             "application/json", (("Retry-After", "1"),))
 
+    def _metrics(self, request: HandshakeRequest) -> HttpResponse:
+        assert self.metrics is not None
+        return HttpResponse(200, self.metrics.render(), METRICS_CONTENT_TYPE)
+
     def _serve_client(self) -> None:
         try:
             body = (resources.files("nucleus.stream") / "static" / "stream.js").read_bytes()
@@ -291,6 +309,8 @@ class StreamServer:
             check_config = getattr(route.auth, "check_config", None)
             if callable(check_config):
                 check_config()  # e.g. SECRET_KEY missing: refuse to start, say why
+        if self.metrics is not None:
+            self.hub.backend.observe = self.metrics.backend_call
         await self.hub.start()
         try:
             for hook in self._startup_hooks:

@@ -24,7 +24,7 @@ import msgspec
 
 from . import _tagged
 from ._errors import BackendError, InvalidMessage, RequestError, StreamError
-from ._message import Binary, SocketMessage, Text, decode_as
+from ._message import Binary, SocketMessage, Text, decode_as, payload_size
 from ._ratelimit import Verdict
 
 if TYPE_CHECKING:
@@ -118,6 +118,8 @@ class Session:
         expires: it is closed with 4001 then, unless the client refreshes it.
         """
         loop = asyncio.get_running_loop()
+        if self.hub.metrics is not None:
+            self.hub.metrics.opened(self.route.path)
         if expires_at is not None:
             self._schedule_expiry(expires_at)
         if self.tagged:
@@ -143,10 +145,15 @@ class Session:
 
     def received(self, msg: SocketMessage) -> None:
         """A complete message arrived."""
+        metrics = self.hub.metrics
+        if metrics is not None:
+            metrics.received(self.route.path, payload_size(msg))
         limiter = self.route.limiter
         if limiter is not None:
             verdict = limiter.check(self.socket.id, self.socket.user_id, time.monotonic())
             if verdict is not Verdict.ALLOW:
+                if metrics is not None:
+                    metrics.rate_limited.labels(self.route.path).inc()
                 if verdict is Verdict.REJECT:
                     self._rate_limited(msg)
                 else:
@@ -185,6 +192,8 @@ class Session:
         if self._closed:
             return
         self._closed = True
+        if self.hub.metrics is not None:
+            self.hub.metrics.closed(self.route.path)
         for timer in (self._hello_timer, self._expiry):
             if timer is not None:
                 timer.cancel()
@@ -235,12 +244,13 @@ class Session:
         """Validate against the route's model, if any, then hand to ``on_message``."""
         model = self.route.message_model
         if model is not None:
-            if not isinstance(msg, Text):
-                self._error("invalid", f"expected a JSON {model.__name__} as text, got binary")
-                return
             try:
+                if not isinstance(msg, Text):
+                    raise InvalidMessage(f"expected a JSON {model.__name__} as text, got binary")
                 decode_as(msg.text, model)
             except InvalidMessage as exc:
+                if self.hub.metrics is not None:
+                    self.hub.metrics.invalid.labels(self.route.path).inc()
                 self._error("invalid", f"invalid {model.__name__}: {exc}")
                 return
         await self._call("on_message", self.handler.on_message(self.hub, self.socket, msg))
