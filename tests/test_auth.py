@@ -121,6 +121,8 @@ async def test_revoked_tokens_and_disconnect_user(serve: Serve) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             await within(ws.recv())
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    for _ in range(2):  # on_disconnect runs once the socket left every index
+        await within(handler.disconnected.get())
     with pytest.raises(InvalidStatus) as refused:
         await connect(f"{base}/ws?token={stolen}")
     assert refused.value.response.status_code == 401
