@@ -10,6 +10,7 @@ messages that the server's own validation (``decode_as``) accepts.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ import msgspec
 import pytest
 
 from nucleus import cli
+from nucleus._schema import message_schema
+from nucleus._typegen import typescript
 from nucleus.stream import InvalidMessage, decode_as
 
 from .apps import typed
-from .tsc import TS_DIR, compile_ts, without_expect_errors
+from .tsc import ROOT, TS_DIR, compile_ts, without_expect_errors
 
 APP = "tests.apps.typed:server"
 
@@ -147,6 +150,26 @@ def test_the_types_accept_exactly_what_the_server_accepts(
     samples.write_text("\n".join(lines) + "\n")
     compiled = compile_ts(tmp_path, samples)
     assert compiled.returncode == 0, "\n".join([compiled.output, *lines])
+
+
+class ChatMessage(msgspec.Struct):
+    """The README's model."""
+
+    user: str
+    text: str
+
+
+def test_the_readme_example_compiles(tmp_path: Path) -> None:
+    section = (ROOT / "README.md").read_text().split("\n## Typed messages\n", 1)[1]
+    found = re.search(r"```ts\n(.*?)```", section, re.DOTALL)
+    assert found is not None
+    messages = typescript(message_schema({"/ws/chat": ChatMessage}))
+    (tmp_path / "messages.d.ts").write_text(messages)
+    page = tmp_path / "readme.ts"
+    page.write_text(found.group(1) + "declare function show(...parts: string[]): void;\n"
+                    "export { stock };\n")
+    compiled = compile_ts(tmp_path, page)
+    assert compiled.returncode == 0, compiled.output
 
 
 @pytest.mark.parametrize(("argv", "error"), [

@@ -6,9 +6,11 @@ one exported declaration under its own name, an ``interface`` for an object
 with properties, a ``type`` otherwise. It covers what msgspec and pydantic
 emit: objects with required and optional properties, arrays and tuples,
 dicts, enums and literals, unions (tagged ones too), nullable values and
-references between definitions. What it cannot express becomes ``unknown``:
-the types may be looser than the schema, never stricter. It reads no models
-and imports nothing of the app.
+references between definitions. What it cannot express (bounds, formats,
+patterns) is left out, and a schema it does not know becomes ``unknown``: a
+type is never stricter than its schema, except that TypeScript refuses
+properties an object literal's type does not declare, which a model that
+does not forbid them would ignore. It reads no models and imports nothing.
 """
 
 from __future__ import annotations
