@@ -100,10 +100,10 @@ def _parser() -> _Parser:
     types = commands.add_parser(
         "types", help="export the routes' message models as TypeScript or JSON Schema",
         formatter_class=formatter,
-        description="Export the message models declared on the app's routes "
-                    "(route(..., message_model=Model): msgspec Structs, dataclasses, pydantic "
-                    "models) so that a page and its server share one definition. Each model "
-                    "is named after its class.\n\n"
+        description="Export the message models declared on the app's routes\n"
+                    "(route(..., message_model=Model): msgspec Structs, dataclasses, pydantic\n"
+                    "models), so that a page and its server share one definition. Each type\n"
+                    "is named after its model's class.\n\n"
                     "  nucleus types app:server --out static/messages.d.ts\n"
                     "  nucleus types app:server --format json-schema --out messages.schema.json")
     types.add_argument("app", help="module:attribute of a StreamServer, e.g. app:server")
