@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser-deps bench bench-smoke clean
+.PHONY: demo test lint typecheck unit browser-deps ts-deps bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,6 +20,19 @@ browser-deps:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The TypeScript compiler for the type tests (tests/typescript/package-lock.json pins it).
+TS_DIR := tests/typescript
+TSC    := $(TS_DIR)/node_modules/.bin/tsc
+
+$(TSC): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing Debian's nodejs and npm for the TypeScript tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	cd $(TS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(TSC)
+
+ts-deps: $(TSC)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples bench
 
@@ -30,7 +43,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	AUTOBAHN_FULL=1 $(PY) -m pytest
 
-test: $(STAMP) browser-deps lint typecheck unit
+test: $(STAMP) browser-deps ts-deps lint typecheck unit
 
 # The full side-by-side run (~20 min): peers and the chart need bench/requirements.txt.
 bench: $(STAMP)
@@ -41,4 +54,4 @@ bench-smoke: $(STAMP)
 	$(PY) -m bench --smoke --servers nucleus,websockets --require nucleus
 
 clean:
-	rm -rf $(VENV) bench/.build
+	rm -rf $(VENV) bench/.build $(TS_DIR)/node_modules

@@ -125,6 +125,8 @@ def test_http_route_paths_are_checked_and_declared_once() -> None:
         server.http_route("healthz", lambda request: HttpResponse(200, b"", "text/plain"))
     with pytest.raises(RouteError, match="serve_client=False"):
         server.static("/nucleus/stream.js", b"", "text/javascript")
+    with pytest.raises(RouteError, match="serve_client=False"):
+        server.static("/nucleus/stream.d.ts", b"", "application/typescript")
     StreamServer(serve_client=False).static("/nucleus/stream.js", b"", "text/javascript")
 
 
@@ -202,6 +204,19 @@ async def test_the_browser_client_is_served_and_an_upgrade_there_is_404(serve: S
     with pytest.raises(InvalidStatus) as refused:
         await connect(f"{base}/nucleus/stream.js")
     assert refused.value.response.status_code == 404
+
+
+async def test_the_client_types_are_served_next_to_it_unless_serve_client_is_off(
+    serve: Serve,
+) -> None:
+    served, bare = await serve(StreamServer()), await serve(StreamServer(serve_client=False))
+    async with httpx.AsyncClient() as client:
+        response = await within(client.get(f"{http(served)}/nucleus/stream.d.ts"))
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/typescript; charset=utf-8"
+        assert b"export function connect<Out = unknown>" in response.content
+        for path in ("/nucleus/stream.js", "/nucleus/stream.d.ts"):
+            assert (await within(client.get(f"{http(bare)}{path}"))).status_code == 404
 
 
 async def test_an_authenticator_that_raises_gets_the_same_500_on_both_doors(

@@ -30,12 +30,13 @@ from ._message import SocketMessage, decode_as
 from ._redis import RedisBackend
 from ._request import HandshakeRequest, Headers
 from ._routing import Limits
-from ._server import CLIENT_JS_ROUTE, StreamServer, client_js_path
+from ._server import CLIENT_JS_ROUTE, CLIENT_TYPES_ROUTE, StreamServer, client_js_path
 from ._socket import WebSocket
 from ._wire import SUBPROTOCOL
 
 __all__ = [
     "CLIENT_JS_ROUTE",
+    "CLIENT_TYPES_ROUTE",
     "SUBPROTOCOL",
     "Backend",
     "BackendError",

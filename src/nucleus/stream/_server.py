@@ -33,7 +33,7 @@ from ._request import HandshakeRequest
 from ._routing import Limits, Route
 from ._tasks import TaskOwner
 
-__all__ = ["CLIENT_JS_ROUTE", "StreamServer", "client_js_path"]
+__all__ = ["CLIENT_JS_ROUTE", "CLIENT_TYPES_ROUTE", "StreamServer", "client_js_path"]
 
 logger = logging.getLogger("nucleus.stream")
 
@@ -42,6 +42,15 @@ Background = Callable[[StreamHub], Coroutine[Any, Any, None]]
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 CLIENT_JS_ROUTE = "/nucleus/stream.js"
+
+#: Where the browser client's TypeScript declarations are served (``stream.d.ts``).
+CLIENT_TYPES_ROUTE = "/nucleus/stream.d.ts"
+
+#: What ``serve_client`` serves: the client's files in ``static/``, and their types.
+_CLIENT_FILES = (
+    (CLIENT_JS_ROUTE, "stream.js", "text/javascript; charset=utf-8"),
+    (CLIENT_TYPES_ROUTE, "stream.d.ts", "application/typescript; charset=utf-8"),
+)
 
 #: Where load balancers ask whether this node can serve (``health_path=None``: nowhere).
 HEALTH_ROUTE = "/healthz"
@@ -57,7 +66,11 @@ HOUSEKEEPING_INTERVAL = 30.0
 
 
 def client_js_path() -> str:
-    """Filesystem path of the browser client, for apps that serve it themselves."""
+    """
+    Filesystem path of the browser client, for apps that serve it themselves.
+
+    Its TypeScript declarations, ``stream.d.ts``, are in the same directory.
+    """
     return str(resources.files("nucleus.stream") / "static" / "stream.js")
 
 
@@ -67,8 +80,9 @@ class StreamServer:
 
     Limits (see :class:`Limits` for defaults) apply to every route unless a
     route overrides ``max_message_size`` or ``max_send_queue``. Besides its
-    routes it answers ``GET /nucleus/stream.js`` (the browser client;
-    ``serve_client=False`` turns it off), ``GET /healthz`` (200, or 503
+    routes it answers ``GET /nucleus/stream.js`` (the browser client) and
+    ``GET /nucleus/stream.d.ts`` (its TypeScript declarations;
+    ``serve_client=False`` turns both off), ``GET /healthz`` (200, or 503
     while the backend is unreachable; ``health_path`` moves it, None removes it)
     and ``GET /metrics`` (Prometheus; ``metrics_path``, likewise).
     """
@@ -213,7 +227,8 @@ class StreamServer:
         if not path.startswith("/") or "?" in path or "#" in path:
             raise RouteError(f"an HTTP route path starts with '/' and has no query, got {path!r}")
         if path in self.http_routes:
-            hint = " (serve_client=False leaves it free)" if path == CLIENT_JS_ROUTE else ""
+            served = {route for route, _, _ in _CLIENT_FILES}
+            hint = " (serve_client=False leaves it free)" if path in served else ""
             raise RouteError(f"HTTP route {path!r} is already declared{hint}")
         if not callable(handler):
             raise RouteError(f"HTTP route {path!r} needs a callable, got {handler!r}")
@@ -240,11 +255,13 @@ class StreamServer:
         return HttpResponse(200, self.metrics.render(), METRICS_CONTENT_TYPE)
 
     def _serve_client(self) -> None:
-        try:
-            body = (resources.files("nucleus.stream") / "static" / "stream.js").read_bytes()
-        except FileNotFoundError:
-            return
-        self.static(CLIENT_JS_ROUTE, body, "text/javascript; charset=utf-8")
+        static = resources.files("nucleus.stream") / "static"
+        for path, name, content_type in _CLIENT_FILES:
+            try:
+                body = (static / name).read_bytes()
+            except FileNotFoundError:
+                continue
+            self.static(path, body, content_type)
 
     def on_startup(self, fn: F) -> F:
         """Run ``await fn()`` when the server starts (usable as a decorator)."""
