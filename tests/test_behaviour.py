@@ -158,6 +158,7 @@ async def test_on_disconnect_runs_exactly_once_however_it_ends(serve: Serve, end
     assert server.hub._is_empty()
 
 
+@pytest.mark.timeout(300)  # 10,000 cycles; its own deadline is 240 s
 async def test_many_connect_disconnect_cycles_leave_nothing_behind(
     serve: Serve, front_door: str, any_backend: str
 ) -> None:
