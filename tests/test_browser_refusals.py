@@ -10,14 +10,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 from websockets.asyncio.client import connect
 
 from nucleus.fortress import Fortress
-from nucleus.stream import StreamServer
+from nucleus.stream import (
+    RateLimit,
+    SocketMessage,
+    StreamHub,
+    StreamServer,
+    WebSocket,
+)
 
 from .apps.relay import Relay
 from .conftest import Serve
+from .helpers import Recorder, within
 from .test_browser import ARGS, chromium  # noqa: F401 - the fixture
 
 SECRET = "c" * 32
@@ -84,3 +91,83 @@ async def test_a_refused_token_on_another_origin_ends_with_unauthorized(
         assert await page.evaluate("window.states") == ["closed"]
     finally:
         await pages.aclose()
+
+
+CLOSE_PAGE = b"""<!doctype html><script type="module">
+  import { connect } from "/nucleus/stream.js";
+  window.states = [];
+  window.errors = [];
+  window.closes = [];  // every close code this page's sockets saw
+  const Native = WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("close", (event) => window.closes.push(event.code));
+    }
+  };
+  const stream = connect(`ws://${location.host}/ws`, { minDelay: 100, maxDelay: 500 });
+  stream.on("state", (s) => window.states.push(s));
+  stream.on("error", (e) => window.errors.push(e.code));
+  window.stream = stream;
+</script>"""
+
+
+class Bouncer(Recorder):
+    """Closes a socket that sends "leave" with 1008."""
+
+    async def on_message(self, hub: StreamHub, socket: WebSocket, msg: SocketMessage) -> None:
+        await super().on_message(hub, socket, msg)
+        if msg == SocketMessage.Text("leave"):
+            await socket.close(1008, "not welcome")
+
+
+@pytest.fixture
+async def bouncer() -> AsyncIterator[tuple[str, Bouncer]]:
+    handler = Bouncer()
+    server = StreamServer()
+    server.route("/ws", handler, rate_limit=RateLimit(
+        rate=5, burst=5, per_user_rate=None, per_user_burst=None, strikes=3, strike_window=10))
+    server.static("/", CLOSE_PAGE, "text/html; charset=utf-8")
+    host, port = await server.start("127.0.0.1", 0)
+    yield f"http://{host}:{port}/", handler
+    await server.aclose()
+
+
+async def open_page(browser: Browser, url: str) -> Page:
+    page = await browser.new_page()
+    await page.goto(url)
+    await page.wait_for_function("window.states && window.states.includes('open')")
+    return page
+
+
+async def test_a_rate_limited_page_is_closed_with_4029_and_comes_back(
+    browser: Browser, bouncer: tuple[str, Bouncer],
+) -> None:
+    url, handler = bouncer
+    page = await open_page(browser, url)
+    # Over the burst: the server drops the excess, then closes on the third strike.
+    await page.evaluate("for (let i = 0; i < 50; i++) window.stream.send(`flood ${i}`)")
+    await page.wait_for_function("window.states.filter((s) => s === 'open').length === 2",
+                                 timeout=10_000)
+    assert await page.evaluate("window.closes") == [4029]
+    assert await page.evaluate("window.states") == ["open", "reconnecting", "open"]
+    assert "rate_limited" in await page.evaluate("window.errors")
+    for _ in range(2):
+        await within(handler.connected.get())
+
+
+async def test_a_page_closed_with_1008_stays_closed(
+    browser: Browser, bouncer: tuple[str, Bouncer],
+) -> None:
+    url, handler = bouncer
+    page = await open_page(browser, url)
+    await within(handler.connected.get())
+    await page.evaluate("window.stream.send('leave')")
+    await page.wait_for_function("window.states.at(-1) === 'closed'")
+    assert await page.evaluate("window.closes") == [1008]
+    assert await page.evaluate("window.errors") == ["policy_violation"]
+    # Closed for good: a connection of our own gets in, and the page's did not come back.
+    async with connect(url.replace("http", "ws") + "ws"):
+        ours = await within(handler.connected.get())
+    assert handler.connected.empty() and ours.subprotocol is None  # a raw client: not the page
+    assert await page.evaluate("window.states") == ["open", "closed"]

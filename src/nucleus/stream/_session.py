@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 from . import _tagged
 from ._errors import BackendError, InvalidMessage, StreamError
 from ._message import Binary, SocketMessage, Text, decode_as
-from ._ratelimit import Verdict
+from ._ratelimit import RATE_LIMITED, Verdict
 
 if TYPE_CHECKING:
     from ._hub import StreamHub
@@ -142,7 +142,7 @@ class Session:
                 if verdict is Verdict.REJECT:
                     self._error("rate_limited", "too many messages: this one was dropped")
                 else:
-                    self.socket.close_nowait(1008, "rate limit exceeded")
+                    self.socket.close_nowait(RATE_LIMITED, "rate limited: back off and reconnect")
                 return
         if self.tagged and not self._connected:
             self._on_first_tagged_frame(msg)

@@ -14,6 +14,8 @@
  */
 
 const PROTOCOL = "nucleus.v1";
+/** Close code of a socket that sent too fast: reconnect after a backoff (1008 is final). */
+const RATE_LIMITED = 4029;
 
 /**
  * @typedef {"connecting" | "open" | "reconnecting" | "closed"} StreamState
@@ -265,6 +267,12 @@ export function connect(url, options = {}) {
         return end({ code: "token_expired", message: "the token expired and there is no getToken() to renew it" });
       }
       if (code === 1009) emit("error", { code: "message_too_big", message: reason || "a message was too big" });
+      if (code === RATE_LIMITED) {
+        emit("error", { code: "rate_limited", message: reason || "closed for sending too fast" });
+        // Back off for real: at least half the backoff ceiling, never at once.
+        const ceiling = Math.min(maxDelay, minDelay * 2 ** attempt++);
+        return retry(ceiling / 2 + (Math.random() * ceiling) / 2);
+      }
       // A restarting server: spread its clients' return over 0.5-5 s.
       retry(code === 1001 || code === 1012 ? 500 + Math.random() * 4500 : undefined);
     };
