@@ -6,6 +6,7 @@ pause it, and a refused request matched to the request that caused it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,9 @@ from websockets.asyncio.client import connect
 
 from nucleus.fortress import Fortress
 from nucleus.stream import (
+    MemoryBackend,
     RateLimit,
+    Recovery,
     SocketMessage,
     StreamHub,
     StreamServer,
@@ -24,7 +27,7 @@ from nucleus.stream import (
 
 from .apps.relay import Relay
 from .conftest import Serve
-from .helpers import Recorder, within
+from .helpers import Recorder, eventually, within
 from .test_browser import ARGS, chromium  # noqa: F401 - the fixture
 
 SECRET = "c" * 32
@@ -171,3 +174,82 @@ async def test_a_page_closed_with_1008_stays_closed(
         ours = await within(handler.connected.get())
     assert handler.connected.empty() and ours.subprotocol is None  # a raw client: not the page
     assert await page.evaluate("window.states") == ["open", "closed"]
+
+
+SUBSCRIBE_PAGE = b"""<!doctype html><script type="module">
+  import { connect } from "/nucleus/stream.js";
+  window.states = [];
+  window.errors = [];
+  window.got = [];
+  const stream = connect(`ws://${location.host}/ws`, { minDelay: 100, maxDelay: 500 });
+  stream.on("state", (s) => window.states.push(s));
+  stream.on("error", (e) => window.errors.push(e.code));
+  window.listen = () => stream.subscribe("news", (m) => window.got.push(m));
+  window.stop = window.listen();
+</script>"""
+
+
+class StickyNews(Recorder):
+    """Anyone may subscribe; nobody may unsubscribe."""
+
+    async def on_subscribe(self, hub: StreamHub, socket: WebSocket, channel: str) -> bool:
+        return True
+
+    async def on_unsubscribe(self, hub: StreamHub, socket: WebSocket, channel: str) -> bool:
+        return False
+
+
+class HeldRecovery(MemoryBackend):
+    """While ``release`` is an unset event, every look-up of a channel's position waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release: asyncio.Event | None = None
+
+    async def recover(self, *args: Any, **kwargs: Any) -> Recovery:
+        if self.release is not None:
+            await self.release.wait()
+        return await super().recover(*args, **kwargs)
+
+
+async def test_a_refused_unsubscribe_does_not_refuse_the_subscription_made_since(
+    browser: Browser,
+) -> None:
+    backend = HeldRecovery()
+    server = StreamServer(backend=backend)
+    server.route("/ws", StickyNews())
+    server.static("/", SUBSCRIBE_PAGE, "text/html; charset=utf-8")
+    host, port = await server.start("127.0.0.1", 0)
+    hub = server.hub
+
+    async def subscribed() -> str:
+        members: list[str] = []
+
+        async def joined() -> bool:
+            members[:] = await hub.room_members("news")
+            return len(members) == 1
+
+        await eventually(joined)
+        return members[0]
+
+    try:
+        page = await open_page(browser, f"http://{host}:{port}/")
+        first = await subscribed()
+        # The page unsubscribes (refused: the socket stays in "news") and subscribes
+        # again at once; the new subscription's answer is held back, so the
+        # refusal of the unsub arrives while it waits.
+        backend.release = asyncio.Event()
+        await page.evaluate("() => { window.stop(); window.stop = window.listen(); }")
+        await page.wait_for_function("window.errors.includes('forbidden')")
+        # The connection drops before the answer: the page must resume "news".
+        hub.get_socket(first)._conn._abort()  # type: ignore[attr-defined]
+        backend.release.set()
+        backend.release = None
+        await page.wait_for_function("window.states.filter((s) => s === 'open').length === 2")
+        second = await subscribed()
+        assert second != first
+        await hub.broadcast_to_room("news", SocketMessage.Text("still subscribed"))
+        await page.wait_for_function("window.got.length === 1")
+        assert await page.evaluate("window.got") == ["still subscribed"]
+    finally:
+        await server.aclose()

@@ -157,7 +157,14 @@ export function connect(url, options = {}) {
     if (next !== state) emit("state", (state = next));
   };
   const isOpen = () => state === "open" && ws?.readyState === 1;
-  const sendFrame = (frame) => ws.send(JSON.stringify(frame));
+  // The channel entry each unanswered subscription was sent for, by its sub's id
+  // (by name for a hello entry): an error refuses that entry and no other, not one
+  // re-created since, nor the channel of a refused unsub.
+  const asked = new Map();
+  const sendFrame = (frame) => {
+    if (frame.type === "sub") asked.set(frame.id, channels.get(frame.channel));
+    ws.send(JSON.stringify(frame));
+  };
   // Resume only from a complete position: an offset means nothing without its epoch.
   const position = (c) => (c.epoch != null && c.offset != null ? { epoch: c.epoch, offset: c.offset } : {});
   // What a sub (or hello) frame asks for a channel: its position, and its presence if watched.
@@ -235,9 +242,14 @@ export function connect(url, options = {}) {
       opened = true;
       authRetried = false;
       raw = socket.protocol !== PROTOCOL;
+      asked.clear(); // answers to the last connection's requests never come
       if (!raw) {
         const hello = {};
-        for (const [name, c] of channels) if (!c.refused) hello[name] = wants(c);
+        for (const [name, c] of channels) {
+          if (c.refused) continue;
+          hello[name] = wants(c);
+          asked.set(name, c);
+        }
         sendFrame({ type: "hello", channels: hello });
       }
       for (const entry of queue.splice(0)) socket.send(wire(entry));
@@ -338,6 +350,7 @@ export function connect(url, options = {}) {
     } else if (type === "msg") {
       emit("message", data, { channel: null, event: frame.event ?? null, offset: null });
     } else if (type === "joined") {
+      asked.delete(frame.id ?? channel);
       if (!c) return;
       c.epoch = epoch;
       c.refused = false;
@@ -356,7 +369,12 @@ export function connect(url, options = {}) {
     } else if (type === "error") {
       const watched = frame.presence != null && channels.get(frame.presence);
       if (watched) watched.watchers.clear(); // presence refused; the subscription stands
-      else if (c) c.refused = true; // not retried until subscribe() is called for it again
+      else if (channel != null) {
+        const key = frame.id ?? channel; // a sub's id, or a hello entry's name
+        const refused = asked.get(key);
+        asked.delete(key);
+        if (refused && refused === c) c.refused = true; // not retried until subscribe() is called for it again
+      }
       const { type: _, ...info } = frame;
       emit("error", info);
     }
