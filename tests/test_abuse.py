@@ -192,7 +192,7 @@ async def test_wrong_origins_get_403(arena: Arena, origin: str | None) -> None:
     await arena.settled()
 
 
-async def test_a_message_flood_is_rejected_then_closed_with_1008(arena: Arena) -> None:
+async def test_a_message_flood_is_rejected_then_closed_with_4029(arena: Arena) -> None:
     async def abuse() -> None:
         async with connect(f"{arena.base}/ws") as flooder:
             errors = 0
@@ -204,7 +204,8 @@ async def test_a_message_flood_is_rejected_then_closed_with_1008(arena: Arena) -
                     if isinstance(frame, dict) and frame.get("code") == "rate_limited":
                         errors += 1
             assert errors == 9  # strikes=10: nine answered, the tenth closes
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4029
+            assert "back off" in closed.value.rcvd.reason
 
     await arena.broadcasting(abuse())
     await arena.settled()

@@ -107,6 +107,58 @@ def test_the_door_refuses_before_the_authenticator_runs() -> None:
     assert isinstance(decision, HttpResponse) and decision.status == 403
 
 
+APP = "https://app.example"
+PREFLIGHT = (("Origin", APP), ("Access-Control-Request-Method", "GET"),
+             ("Access-Control-Request-Headers", "authorization"))
+
+
+def test_the_probe_preflight_is_answered_for_the_routes_origins_only() -> None:
+    server = StreamServer()
+    server.route("/listed", StreamHandler(), origins=[APP])
+    server.route("/any", StreamHandler())
+    for path in ("/listed", "/any"):
+        answer = server.acceptor.decide(request(path, *PREFLIGHT), 0.0, websocket=False,
+                                        method="OPTIONS")
+        assert isinstance(answer, HttpResponse) and answer.status == 200
+        assert ("Access-Control-Allow-Origin", APP) in answer.headers
+        assert ("Access-Control-Allow-Headers", "Authorization") in answer.headers
+        assert ("Access-Control-Allow-Methods", "GET") in answer.headers
+    evil = (("Origin", "https://evil.example"), *PREFLIGHT[1:])
+    not_a_preflight = (("Origin", APP),)
+    for headers in (evil, not_a_preflight):
+        answer = server.acceptor.decide(request("/listed", *headers), 0.0, websocket=False,
+                                        method="OPTIONS")
+        assert isinstance(answer, HttpResponse) and answer.status == 405
+        assert not any(name.startswith("Access-Control") for name, _ in answer.headers)
+
+
+async def test_a_routes_refusals_are_readable_by_the_origins_it_allows() -> None:
+    server = StreamServer()
+    server.route("/listed", StreamHandler(), auth=lambda request: asyncio.sleep(0, None),
+                 origins=[APP])
+    server.route("/any", StreamHandler(), auth=lambda request: asyncio.sleep(0, None))
+
+    async def answer(path: str, origin: str) -> HttpResponse:
+        decision = server.acceptor.decide(request(path, ("Origin", origin)), 0.0,
+                                          websocket=False)
+        if isinstance(decision, Pending):
+            decision = await decision
+        assert isinstance(decision, HttpResponse)
+        return decision
+
+    refused = await answer("/listed", APP)
+    assert refused.status == 401 and ("Access-Control-Allow-Origin", APP) in refused.headers
+    assert ("Vary", "Origin") in refused.headers
+    # Any origin allowed: the page's own is reflected (never "*").
+    other = "http://localhost:8000"
+    refused = await answer("/any", other)
+    assert refused.status == 401 and ("Access-Control-Allow-Origin", other) in refused.headers
+    # An origin the route refuses learns nothing it can read.
+    forbidden = await answer("/listed", "https://evil.example")
+    assert forbidden.status == 403
+    assert not any(name.startswith("Access-Control") for name, _ in forbidden.headers)
+
+
 async def test_an_endpoint_that_returns_something_else_is_a_500(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -9,8 +9,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from nucleus.fortress import Fortress
-from nucleus.stream import SocketMessage, StreamServer
-from nucleus.stream._ratelimit import RateLimit
+from nucleus.stream import RateLimit, SocketMessage, StreamServer
 
 from .backends import redis_backend
 from .conftest import Serve

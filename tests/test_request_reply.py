@@ -11,6 +11,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from nucleus.stream import (
+    RateLimit,
     RequestError,
     SocketMessage,
     StreamHandler,
@@ -18,7 +19,6 @@ from nucleus.stream import (
     StreamServer,
     WebSocket,
 )
-from nucleus.stream._ratelimit import RateLimit
 
 from .conftest import Serve
 from .helpers import within

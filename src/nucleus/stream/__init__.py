@@ -27,6 +27,7 @@ from ._handler import StreamHandler
 from ._history import HistoryPolicy, Publication, Recovery
 from ._hub import Channel, StreamHub
 from ._message import SocketMessage, decode_as
+from ._ratelimit import RateLimit
 from ._redis import RedisBackend
 from ._request import HandshakeRequest, Headers
 from ._routing import Limits
@@ -54,6 +55,7 @@ __all__ = [
     "MemoryBackend",
     "MessageError",
     "Publication",
+    "RateLimit",
     "Recovery",
     "RedisBackend",
     "RequestError",

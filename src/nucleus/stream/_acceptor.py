@@ -10,19 +10,25 @@ accepts a route without an authenticator without starting a task; one that
 must await (an authenticator, an async HTTP endpoint) comes back
 :class:`Pending`, to be awaited by the door's owner.
 
+A WebSocket route's own HTTP answers (refusals, 426) are readable by pages of
+the origins the route allows (CORS), and its CORS preflight is answered: the
+browser client asks why a handshake failed with a ``fetch`` that carries an
+``Authorization`` header, which another origin may only send after a preflight.
+
 This module never touches a socket and never sends an exception's text to a
 peer: the doors only translate its answers into bytes or ASGI messages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from ._gate import Admission, DoorPolicy
+from ._gate import Admission, DoorPolicy, origin_allowed
 from ._request import HandshakeRequest
 from ._routing import Route
 
@@ -96,6 +102,43 @@ _UPGRADE_REQUIRED = _text(
     (("Upgrade", "websocket"),))
 
 
+#: How long a browser may reuse a preflight's answer, in seconds.
+PREFLIGHT_MAX_AGE = 600
+
+
+def cors_headers(route: Route, request: HandshakeRequest) -> tuple[tuple[str, str], ...]:
+    """
+    What lets a page of ``request``'s origin read the route's answer: none
+    unless the route allows that origin; its ``Origin`` reflected if it allows any.
+    """
+    origin = request.origin
+    if origin is None or (route.origins is not None and not origin_allowed(origin, route.origins)):
+        return ()
+    return (("Access-Control-Allow-Origin", origin), ("Vary", "Origin"))
+
+
+def preflight(route: Route, request: HandshakeRequest) -> HttpResponse:
+    """
+    The answer to an ``OPTIONS`` request on a WebSocket route: a CORS preflight
+    for a GET with an ``Authorization`` header (the browser client's refusal
+    probe) from an allowed origin succeeds; anything else is 405.
+    """
+    cors = cors_headers(route, request)
+    if not cors or request.headers.get("access-control-request-method") != "GET":
+        return _ONLY_GET
+    return HttpResponse(200, b"", _TEXT, (
+        *cors,
+        ("Access-Control-Allow-Methods", "GET"),
+        ("Access-Control-Allow-Headers", "Authorization"),
+        ("Access-Control-Max-Age", str(PREFLIGHT_MAX_AGE)),
+    ))
+
+
+def _readable(route: Route, request: HandshakeRequest, response: HttpResponse) -> HttpResponse:
+    cors = cors_headers(route, request)
+    return dataclasses.replace(response, headers=response.headers + cors) if cors else response
+
+
 def refusal(admission: Admission) -> HttpResponse:
     """The HTTP answer to a door that said no (``admission.status`` is not 101)."""
     challenge = (("WWW-Authenticate", "Bearer"),) if admission.status == 401 else ()
@@ -148,15 +191,19 @@ class Acceptor:
         if endpoint is None and route is None:
             return _text(404, f"No route for {full_path or path}")
         if method != "GET":
+            if method == "OPTIONS" and endpoint is None and route is not None:
+                return preflight(route, request)
             return _ONLY_GET
         if endpoint is not None:
             return self._answer(path, endpoint, request)
         assert route is not None
         admission = self._door.check(request, route.origins, now)
         if admission.status != 101:
-            return self._refusal(admission, websocket)
+            return _readable(route, request, self._refusal(admission, websocket))
         if route.authenticator is None:
-            return Accept(route, request, admission) if websocket else _UPGRADE_REQUIRED
+            if websocket:
+                return Accept(route, request, admission)
+            return _readable(route, request, _UPGRADE_REQUIRED)
         return Pending(self._authenticate(route, request, admission.client_ip, websocket))
 
     async def _authenticate(
@@ -170,10 +217,12 @@ class Acceptor:
             logger.exception("authentication failed with an error on route %s", route.path)
             if websocket and self.refused is not None:
                 self.refused(_AUTH_ERROR.status)
-            return _AUTH_ERROR
+            return _readable(route, request, _AUTH_ERROR)
         if admission.status != 101:
-            return self._refusal(admission, websocket)
-        return Accept(route, request, admission) if websocket else _UPGRADE_REQUIRED
+            return _readable(route, request, self._refusal(admission, websocket))
+        if websocket:
+            return Accept(route, request, admission)
+        return _readable(route, request, _UPGRADE_REQUIRED)
 
     def _refusal(self, admission: Admission, websocket: bool) -> HttpResponse:
         if websocket and self.refused is not None:

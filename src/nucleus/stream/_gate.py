@@ -20,7 +20,7 @@ from ._errors import ConfigError
 from ._ratelimit import TokenBucket
 from ._request import HandshakeRequest
 
-__all__ = ["Admission", "DoorPolicy", "IpGuard", "normalize_origin"]
+__all__ = ["Admission", "DoorPolicy", "IpGuard", "normalize_origin", "origin_allowed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,8 @@ def normalize_origin(origin: str) -> str:
     return f"{parts.scheme}://{parts.hostname.lower()}{port}"
 
 
-def _same_origin(offered: str | None, allowed: frozenset[str]) -> bool:
+def origin_allowed(offered: str | None, allowed: frozenset[str]) -> bool:
+    """Whether an ``Origin`` header names one of the ``allowed`` (normalized) origins."""
     if offered is None:
         return False
     try:
@@ -149,7 +150,7 @@ class DoorPolicy:
             refused = self.guard.admit(ip, now)
             if refused is not None:
                 return Admission(429, refused, client_ip=ip)
-        if origins is not None and not _same_origin(request.origin, origins):
+        if origins is not None and not origin_allowed(request.origin, origins):
             return Admission(403, "origin not allowed", client_ip=ip)
         return Admission(101, client_ip=ip)
 

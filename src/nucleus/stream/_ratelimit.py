@@ -8,8 +8,10 @@ once per inbound message and acts on the :class:`Verdict`:
 
 * ``ALLOW``  handle the message;
 * ``REJECT`` drop it and answer an error frame: the client is over its budget;
-* ``CLOSE``  sustained abuse: close with 1008 (policy violation, RFC 6455 §7.4.1),
-  then call :meth:`RateLimiter.forget_socket` as for any closed socket.
+* ``CLOSE``  sustained abuse: close with :data:`RATE_LIMITED` (4029), then call
+  :meth:`RateLimiter.forget_socket` as for any closed socket. Not 1008 (policy
+  violation): clients take that as final, and a client over its budget may come
+  back once it slows down.
 
 Must never grow with traffic: memory is bounded by the open sockets and their
 users, and a user's bucket goes with the user's last socket. A client that
@@ -23,10 +25,15 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final
 
 from ._errors import ConfigError
 
-__all__ = ["RateLimit", "RateLimiter", "SocketBudget", "TokenBucket", "Verdict"]
+__all__ = ["RATE_LIMITED", "RateLimit", "RateLimiter", "SocketBudget", "TokenBucket", "Verdict"]
+
+#: Close code for a socket that kept sending past its budget: back off, then
+#: reconnect (4000-4999 are the application's, RFC 6455 §7.4.2; 29 as in HTTP 429).
+RATE_LIMITED: Final = 4029
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +49,7 @@ class RateLimit:
     ``per_user_rate``       100.0    messages per second shared by a user's sockets
     ``per_user_burst``      400      burst shared by a user's sockets
     ``strikes``             20       rejected messages within ``strike_window``...
-    ``strike_window``       10.0     ...seconds that close the socket with 1008
+    ``strike_window``       10.0     ...seconds that close the socket with 4029
     ======================  =======  ==================================================
 
     ``per_user_rate`` and ``per_user_burst`` are both set or both ``None`` (no

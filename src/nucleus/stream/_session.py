@@ -25,7 +25,7 @@ import msgspec
 from . import _tagged
 from ._errors import BackendError, InvalidMessage, RequestError, StreamError
 from ._message import Binary, SocketMessage, Text, decode_as, payload_size
-from ._ratelimit import Verdict
+from ._ratelimit import RATE_LIMITED, Verdict
 
 if TYPE_CHECKING:
     from ._hub import StreamHub
@@ -157,7 +157,7 @@ class Session:
                 if verdict is Verdict.REJECT:
                     self._rate_limited(msg)
                 else:
-                    self.socket.close_nowait(1008, "rate limit exceeded")
+                    self.socket.close_nowait(RATE_LIMITED, "rate limited: back off and reconnect")
                 return
         if self.tagged:
             if not self._connected:

@@ -14,6 +14,8 @@
  */
 
 const PROTOCOL = "nucleus.v1";
+/** Close code of a socket that sent too fast: reconnect after a backoff (1008 is final). */
+const RATE_LIMITED = 4029;
 
 /**
  * @typedef {"connecting" | "open" | "reconnecting" | "closed"} StreamState
@@ -194,7 +196,14 @@ export function connect(url, options = {}) {
     if (next !== state) emit("state", (state = next));
   };
   const isOpen = () => state === "open" && ws?.readyState === 1;
-  const sendFrame = (frame) => ws.send(JSON.stringify(frame));
+  // The channel entry each unanswered subscription was sent for, by its sub's id
+  // (by name for a hello entry): an error refuses that entry and no other, not one
+  // re-created since, nor the channel of a refused unsub.
+  const asked = new Map();
+  const sendFrame = (frame) => {
+    if (frame.type === "sub") asked.set(frame.id, channels.get(frame.channel));
+    ws.send(JSON.stringify(frame));
+  };
   // Resume only from a complete position: an offset means nothing without its epoch.
   const position = (c) => (c.epoch != null && c.offset != null ? { epoch: c.epoch, offset: c.offset } : {});
   // What a sub (or hello) frame asks for a channel: its position, and its presence if watched.
@@ -307,9 +316,14 @@ export function connect(url, options = {}) {
       opened = true;
       authRetried = false;
       raw = socket.protocol !== PROTOCOL;
+      asked.clear(); // answers to the last connection's requests never come
       if (!raw) {
         const hello = {};
-        for (const [name, c] of channels) if (!c.refused) hello[name] = wants(c);
+        for (const [name, c] of channels) {
+          if (c.refused) continue;
+          hello[name] = wants(c);
+          asked.set(name, c);
+        }
         sendFrame({ type: "hello", channels: hello });
       }
       for (const entry of queue.splice(0)) socket.send(wire(entry));
@@ -351,6 +365,12 @@ export function connect(url, options = {}) {
         return end({ code: "token_expired", message: "the token expired and there is no getToken() to renew it" });
       }
       if (code === 1009) emit("error", { code: "message_too_big", message: reason || "a message was too big" });
+      if (code === RATE_LIMITED) {
+        emit("error", { code: "rate_limited", message: reason || "closed for sending too fast" });
+        // Back off for real: at least half the backoff ceiling, never at once.
+        const ceiling = Math.min(maxDelay, minDelay * 2 ** attempt++);
+        return retry(ceiling / 2 + (Math.random() * ceiling) / 2);
+      }
       // A restarting server: spread its clients' return over 0.5-5 s.
       retry(code === 1001 || code === 1012 ? 500 + Math.random() * 4500 : undefined);
     };
@@ -416,6 +436,7 @@ export function connect(url, options = {}) {
     } else if (type === "msg") {
       emit("message", data, { channel: null, event: frame.event ?? null, offset: null });
     } else if (type === "joined") {
+      asked.delete(frame.id ?? channel);
       if (!c) return;
       c.epoch = epoch;
       c.refused = false;
@@ -436,7 +457,12 @@ export function connect(url, options = {}) {
     } else if (type === "error") {
       const watched = frame.presence != null && channels.get(frame.presence);
       if (watched) watched.watchers.clear(); // presence refused; the subscription stands
-      else if (c) c.refused = true; // not retried until subscribe() is called for it again
+      else if (channel != null) {
+        const key = frame.id ?? channel; // a sub's id, or a hello entry's name
+        const refused = asked.get(key);
+        asked.delete(key);
+        if (refused && refused === c) c.refused = true; // not retried until subscribe() is called for it again
+      }
       const { type: _, ...info } = frame;
       emit("error", info);
     }
