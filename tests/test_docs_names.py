@@ -20,10 +20,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-MODULES = ("nucleus.stream", "nucleus.fortress")
+MODULES = ("nucleus.stream", "nucleus.fortress", "nucleus.testing")
 
 #: Capitalised names the docs mention that are not ours to export.
 OTHER_LIBRARIES = {
+    "FastAPI": "fastapi",
     "Mount": "starlette.routing",
     "Protocol": "websockets.protocol",
     "ProtocolError": "websockets.exceptions",
@@ -34,8 +35,8 @@ OTHER_LIBRARIES = {
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 _SPAN = re.compile(r"`([^`\n]+)`")
 _IMPORT = re.compile(
-    r"^\s*from\s+(nucleus\.(?:stream|fortress))\s+import\s+(?:\(([^)]*)\)|([^\n#]+))", re.M)
-_QUALIFIED = re.compile(r"\b(nucleus\.(?:stream|fortress))\.([A-Za-z_]\w*)")
+    r"^\s*from\s+(nucleus\.(?:stream|fortress|testing))\s+import\s+(?:\(([^)]*)\)|([^\n#]+))", re.M)
+_QUALIFIED = re.compile(r"\b(nucleus\.(?:stream|fortress|testing))\.([A-Za-z_]\w*)")
 # A capitalised name called or dereferenced: RateLimit(...), Fortress.query_token;
 # not a file name (README.md).
 _USE = re.compile(r"(?<![\w.])([A-Z]\w*)(?:\s*\(|\.(?!(?:md|py|txt|toml|json)\b)([a-zA-Z_]\w*))")
