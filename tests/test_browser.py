@@ -257,6 +257,42 @@ async def test_get_token_is_called_on_reconnect_and_before_expiry(browser: Brows
         await app.aclose()
 
 
+async def test_a_failed_refresh_is_tried_again_before_the_token_expires(
+    browser: Browser,
+) -> None:
+    from nucleus.fortress import Fortress
+
+    secret = "b" * 32
+    app = StreamServer()
+    app.route("/ws", create_relay().routes["/ws"].handler, auth=Fortress.query_token(secret))
+    app.static("/", AUTH_PAGE, "text/html; charset=utf-8")
+    host, port = await app.start("127.0.0.1", 0)
+    calls = 0
+
+    def issue() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first in-band refresh: the token service is down
+            raise RuntimeError("token service unavailable")
+        return Fortress.issue_token("ann", secret, expires_in=4)
+
+    try:
+        page = await browser.new_page()
+        await page.expose_function("issueToken", issue)
+        await page.goto(f"http://{host}:{port}/")
+        await page.wait_for_function("window.states.includes('open')")
+        (socket_id,) = await app.hub.room_members("general")
+        # Refresh at 2 s fails; the retry (1 s later) succeeds; the socket outlives
+        # the first token (4 s) without a reconnect.
+        await page.wait_for_function("window.tokens >= 3", timeout=10_000)
+        assert await page.evaluate("window.errors") == ["token_unavailable"]
+        await page.wait_for_function("window.tokens >= 4", timeout=15_000)
+        assert await app.hub.room_members("general") == [socket_id]
+        assert await page.evaluate("window.states.filter(s => s === 'open').length") == 1
+    finally:
+        await app.aclose()
+
+
 async def test_sends_queued_while_away_arrive_in_order_and_offline_pauses(
     browser: Browser,
 ) -> None:

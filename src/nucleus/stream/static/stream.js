@@ -159,6 +159,7 @@ export function connect(url, options = {}) {
   let retryTimer = 0; // truthy while idle: a timer id, or -1 while waiting for "online"
   let stableTimer = 0;
   let refreshTimer = 0;
+  let refreshing = 0; // the id of the last refresh sent
   let beatTimer = 0;
   let heard = false; // a frame arrived since the last heartbeat check
   let pinged = false; // a ping is waiting for an answer
@@ -262,15 +263,26 @@ export function connect(url, options = {}) {
     }
   }
 
+  /** A refresh failed (getToken threw, or the server refused the token): try again soon. */
+  function retryRefresh() {
+    clearTimeout(refreshTimer);
+    const left = expiry(token) - Date.now();
+    if (getToken && left > 0) refreshTimer = setTimeout(refresh, Math.max(1000, Math.min(30000, left / 4)));
+  }
+
   async function refresh() {
     if (!isOpen()) return; // the next connect fetches a fresh token anyway
     const socket = ws;
+    let fresh;
     try {
-      token = await getToken();
+      fresh = await getToken();
     } catch (error) {
-      return emit("error", { code: "token_unavailable", message: `getToken() failed: ${error?.message || error}` });
+      emit("error", { code: "token_unavailable", message: `getToken() failed: ${error?.message || error}` });
+      return retryRefresh();
     }
-    if (token && socket === ws && isOpen() && !raw) sendFrame({ type: "refresh", id: ++seq, token });
+    if (!fresh) return retryRefresh();
+    token = fresh;
+    if (socket === ws && isOpen() && !raw) sendFrame({ type: "refresh", id: (refreshing = ++seq), token });
     scheduleRefresh();
   }
 
@@ -455,6 +467,7 @@ export function connect(url, options = {}) {
       for (const user of frame.leave || []) c.users.delete(user);
       reconcile(c);
     } else if (type === "error") {
+      if (frame.id != null && frame.id === refreshing) retryRefresh(); // the token was refused
       const watched = frame.presence != null && channels.get(frame.presence);
       if (watched) watched.watchers.clear(); // presence refused; the subscription stands
       else if (channel != null) {
