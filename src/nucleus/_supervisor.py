@@ -54,6 +54,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ._loader import load_app
+from ._logs import configure as configure_logging
 from .stream import ConfigError, StreamError, StreamServer
 
 __all__ = [
@@ -272,7 +273,7 @@ def _worker(config: WorkerConfig, conn: Connection) -> None:
     # Held until the event loop handles them: a stop that arrives while the
     # app is still importing is then a drain, not a traceback.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure_logging()
     try:
         app = config.load()
         _run(_serve(app, config, conn))
@@ -402,7 +403,7 @@ def supervise(
     SIGINT; return the exit status (0 after a requested stop). Raises
     :class:`ConfigError` if the port cannot be had.
     """
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure_logging()
     held = reserve_port(config.host, config.port)
     host, port = held.getsockname()[:2]
     config = WorkerConfig(config.app, config.host, port, config.backend)

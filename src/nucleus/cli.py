@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from ._loader import load_app
+from ._logs import FORMAT_ENV, FORMATS, LEVEL_ENV, LEVELS
+from ._logs import configure as configure_logging
 from .stream import ConfigError, StreamError
 from .stream._backend import BACKEND_ENV
 
@@ -61,6 +63,7 @@ def _port(value: str) -> int:
 
 def _parser() -> _Parser:
     parser = _Parser(prog="nucleus", description="Nucleus Stream")
+    parser.add_argument("--version", action="version", version=f"nucleus-stream {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     formatter = argparse.RawDescriptionHelpFormatter
 
@@ -81,6 +84,15 @@ def _parser() -> _Parser:
         "--backend", metavar="URL", default=None,
         help=f"backend shared by every process, e.g. redis://127.0.0.1:6379/0?prefix=myapp "
              f"(default: ${BACKEND_ENV}, else the app's own, memory:// unless it says)")
+    serve.add_argument(
+        "--log-level", choices=LEVELS, type=str.lower,
+        default=os.environ.get(LEVEL_ENV, "info").lower(),
+        help=f"least severe messages logged; info logs one line per connection event "
+             f"(default: ${LEVEL_ENV}, else info)")
+    serve.add_argument(
+        "--log-format", choices=FORMATS, type=str.lower,
+        default=os.environ.get(FORMAT_ENV, "text").lower(),
+        help=f"text, or json: one JSON object per line (default: ${FORMAT_ENV}, else text)")
     serve.add_argument(
         "--reuse-port", action="store_true",
         help="set SO_REUSEPORT, so that other processes may listen on the same port; "
@@ -153,7 +165,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nucleus-stream")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
 def _serve(args: argparse.Namespace) -> int:
+    # The workers inherit the environment: they log the same way.
+    os.environ[LEVEL_ENV], os.environ[FORMAT_ENV] = args.log_level, args.log_format
+    configure_logging(args.log_level, args.log_format)
     # The app is imported here too (each worker imports it again): a wrong name,
     # a bad backend URL or a backend the workers cannot share fails at once, once.
     app = load_app(args.app)

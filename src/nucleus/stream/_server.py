@@ -417,7 +417,10 @@ class StreamServer:
         Serve in the foreground; SIGTERM or SIGINT stops gracefully (exit status 0).
         ``reuse_port``: see :meth:`start`.
         """
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        if not logging.getLogger().handlers:
+            from .._logs import configure
+
+            configure()  # $NUCLEUS_LOG_LEVEL, $NUCLEUS_LOG_FORMAT; else info, text
 
         async def main() -> None:
             loop = asyncio.get_running_loop()

@@ -120,6 +120,8 @@ class Session:
         loop = asyncio.get_running_loop()
         if self.hub.metrics is not None:
             self.hub.metrics.opened(self.route.path)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("connection opened", extra=self._fields())
         if expires_at is not None:
             self._schedule_expiry(expires_at)
         if self.tagged:
@@ -194,6 +196,8 @@ class Session:
         self._closed = True
         if self.hub.metrics is not None:
             self.hub.metrics.closed(self.route.path)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("connection closed", extra=self._fields())
         for timer in (self._hello_timer, self._expiry):
             if timer is not None:
                 timer.cancel()
@@ -201,6 +205,13 @@ class Session:
             self.route.limiter.forget_socket(self.socket.id)
         self._connect_now()
         self._push(_CLOSED)
+
+    def _fields(self) -> dict[str, Any]:
+        """What a log line about this connection says (never its token)."""
+        socket = self.socket
+        address = socket.remote_address
+        return {"socket": socket.id, "user": socket.user_id, "route": self.route.path,
+                "remote": f"{address[0]}:{address[1]}" if address else None}
 
     async def finished(self) -> None:
         """Wait until every queued event, ``on_disconnect`` included, has been handled."""
