@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser-deps ts-deps bench bench-smoke clean
+.PHONY: demo test lint typecheck unit browser-deps ts-deps client bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,14 @@ $(TSC): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
 	touch $(TSC)
 
 ts-deps: $(TSC)
+
+# The served browser client: stream.js minified (tests check it is in sync).
+CLIENT     := src/nucleus/stream/static
+CLIENT_OUT := $(CLIENT)/stream.min.js
+client: $(TSC)
+	$(TS_DIR)/node_modules/.bin/terser $(CLIENT)/stream.js --module --compress --mangle \
+	  --preamble "/* Nucleus Stream browser client: stream.js, minified by make client */" \
+	  -o $(CLIENT_OUT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples bench

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from ._acceptor import Acceptor, HttpHandler, HttpResponse
 from ._asgi import AsgiConnection, Receive, Scope, Send, handle_asgi
+from ._assets import Asset
 from ._backend import Backend, backend_from_url
 from ._errors import ConfigError, RouteError
 from ._gate import DoorPolicy, normalize_origin
@@ -48,7 +49,8 @@ CLIENT_TYPES_ROUTE = "/nucleus/stream.d.ts"
 
 #: What ``serve_client`` serves: the client's files in ``static/``, and their types.
 _CLIENT_FILES = (
-    (CLIENT_JS_ROUTE, "stream.js", "text/javascript; charset=utf-8"),
+    # The minified build of stream.js (`make client`), as browsers get it.
+    (CLIENT_JS_ROUTE, "stream.min.js", "text/javascript; charset=utf-8"),
     (CLIENT_TYPES_ROUTE, "stream.d.ts", "application/typescript; charset=utf-8"),
 )
 
@@ -67,11 +69,13 @@ HOUSEKEEPING_INTERVAL = 30.0
 
 def client_js_path() -> str:
     """
-    Filesystem path of the browser client, for apps that serve it themselves.
+    Filesystem path of the browser client as the server sends it (minified),
+    for apps that serve it themselves.
 
-    Its TypeScript declarations, ``stream.d.ts``, are in the same directory.
+    The commented source, ``stream.js``, and its TypeScript declarations,
+    ``stream.d.ts``, are in the same directory.
     """
-    return str(resources.files("nucleus.stream") / "static" / "stream.js")
+    return str(resources.files("nucleus.stream") / "static" / "stream.min.js")
 
 
 class StreamServer:
@@ -261,7 +265,7 @@ class StreamServer:
                 body = (static / name).read_bytes()
             except FileNotFoundError:
                 continue
-            self.static(path, body, content_type)
+            self.http_route(path, Asset(body, content_type))
 
     def on_startup(self, fn: F) -> F:
         """Run ``await fn()`` when the server starts (usable as a decorator)."""
