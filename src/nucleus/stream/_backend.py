@@ -25,7 +25,8 @@ import abc
 import os
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode
 
 from ._errors import ConfigError, SocketNotFound
 from ._history import HistoryPolicy, Publication, Recovery, RoomLog
@@ -373,10 +374,38 @@ def _not_found(socket_id: str) -> SocketNotFound:
     )
 
 
+#: ``RedisBackend`` options a backend URL may carry as query parameters, so that
+#: ``$NUCLEUS_BACKEND`` alone configures a node: ``redis://h:6379/0?prefix=app&timeout=2``.
+REDIS_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "prefix": str, "timeout": float, "presence_timeout": float, "probe_interval": float,
+}
+
+
+def _redis_options(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split the backend's own query parameters from those meant for the Redis client."""
+    base, _, query = spec.partition("?")
+    kept: list[tuple[str, str]] = []
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        convert = REDIS_URL_OPTIONS.get(name)
+        if convert is None:
+            kept.append((name, value))
+            continue
+        try:
+            options[name] = convert(value)
+        except ValueError:
+            raise ConfigError(f"invalid {name}={value!r} in the backend URL") from None
+    return base + (f"?{urlencode(kept)}" if kept else ""), options
+
+
 def backend_from_url(url: str | None = None) -> Backend:
     """
     The backend a URL names: ``memory://`` (the default) or ``redis://host:port/db``
     (also ``rediss://`` and ``unix://``). Without ``url``, ``$NUCLEUS_BACKEND``.
+
+    A Redis URL may set ``prefix``, ``timeout``, ``presence_timeout`` and
+    ``probe_interval`` of the :class:`RedisBackend` as query parameters; the
+    other parameters go to the Redis client.
     """
     spec = (url if url is not None else os.environ.get(BACKEND_ENV, "")).strip()
     if spec in ("", "memory", "memory://"):
@@ -385,7 +414,8 @@ def backend_from_url(url: str | None = None) -> Backend:
     if scheme in ("redis", "rediss", "unix"):
         from ._redis import RedisBackend
 
-        return RedisBackend(spec)
+        spec, options = _redis_options(spec)
+        return RedisBackend(spec, **options)
     raise ConfigError(
         f"unknown backend {spec!r}: use memory:// or redis://host:port/db "
         f"(from the backend= argument, --backend or ${BACKEND_ENV})"

@@ -1,0 +1,380 @@
+"""
+The Redis backend under faults, counting every message.
+
+Real nodes (``StreamServer``s with a ``RedisBackend``, in this process so that
+their logs can be read, or ``nucleus serve`` processes that can be SIGKILLed)
+and real ``nucleus.v1`` WebSocket clients. A publisher numbers its messages;
+every client must get each one within the history window exactly once and in
+order, or be told of a gap. Destructive faults (killed links, a restarted
+Redis) run against a private ``redis-server``, never the shared one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from nucleus.stream import (
+    BackendUnavailable,
+    HistoryPolicy,
+    RedisBackend,
+    SocketMessage,
+    StreamServer,
+)
+from nucleus.stream._backend import backend_from_url
+
+from .apps.cluster import Chat
+from .backends import new_prefix, require_redis
+from .cluster import PrivateRedis, TcpProxy, eventually
+from .helpers import within
+from .tagged_client import TaggedClient
+
+ROOM = "chat"
+LOGGER = "nucleus.stream.redis"
+OUTAGE = "is unreachable"
+RECOVERY = "is reachable again"
+
+
+# -- the cluster under test -----------------------------------------------------------
+
+
+@dataclass
+class Node:
+    server: StreamServer
+    backend: RedisBackend
+    url: str
+
+    @property
+    def hub(self) -> Any:
+        return self.server.hub
+
+
+class Cluster:
+    """In-process nodes on one key prefix, their clients, a publisher; closed at the end."""
+
+    def __init__(self) -> None:
+        self.prefix = new_prefix()
+        self.nodes: list[Node] = []
+        self.clients: list[TaggedClient] = []
+
+    async def node(self, redis_url: str, history: int = 1000, **options: Any) -> Node:
+        options.setdefault("presence_timeout", 2.0)
+        options.setdefault("probe_interval", 0.25)
+        options.setdefault("timeout", 1.0)
+        backend = RedisBackend(redis_url, prefix=self.prefix, **options)
+        server = StreamServer(backend=backend)
+        server.route("/ws", Chat(), rate_limit=None)
+        server.history("*", HistoryPolicy(size=history, ttl=300))
+        host, port = await server.start("127.0.0.1", 0)
+        node = Node(server, backend, f"ws://{host}:{port}/ws")
+        self.nodes.append(node)
+        return node
+
+    async def client(self, url: str, user: str | None = None) -> TaggedClient:
+        """A library client subscribed to the room (its ``joined`` received)."""
+        client = TaggedClient(f"{url}?user={user}" if user else url)
+        self.clients.append(client)
+        await client.open(ROOM)
+        joined = await client.next_control("joined")
+        assert joined["channel"] == ROOM
+        return client
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            if client.ws is not None:
+                client.ws.transport.abort()
+            await client.wait_closed()
+        for node in self.nodes:
+            await node.server.aclose()
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    cluster = Cluster()
+    try:
+        yield cluster
+    finally:
+        await cluster.aclose()
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[PrivateRedis]:
+    server = PrivateRedis()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.aclose()
+
+
+# -- counting messages ----------------------------------------------------------------
+
+
+@dataclass
+class Publisher:
+    """Publishes ``m0``, ``m1``... to the room through a hub until stopped."""
+
+    hub: Any
+    acked: dict[int, int] = field(default_factory=dict)  # sequence -> offset
+    failed: dict[int, tuple[str, float]] = field(default_factory=dict)  # -> (error, seconds)
+    sent: int = 0
+    _task: asyncio.Task[None] | None = None
+    _stopping: bool = False
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            seq = self.sent
+            self.sent += 1
+            began = loop.time()
+            try:
+                self.acked[seq] = await self.hub.broadcast_to_room(
+                    ROOM, SocketMessage.Text(f"m{seq}"))
+            except BackendUnavailable as exc:
+                self.failed[seq] = (type(exc).__name__, loop.time() - began)
+            await asyncio.sleep(0.003)  # a steady stream, not a flood
+
+    async def stop(self) -> None:
+        """Stop after the publication in flight (so that its outcome is known)."""
+        assert self._task is not None
+        self._stopping = True
+        await within(self._task)
+
+    async def wait_acked(self, more: int) -> None:
+        """Wait until ``more`` further messages have been published."""
+        target = len(self.acked) + more
+
+        async def enough() -> bool:
+            return len(self.acked) >= target
+
+        await eventually(enough, what=f"{more} more publications")
+
+    @property
+    def last(self) -> int:
+        return max(self.acked)
+
+
+def sequence(data: Any) -> int:
+    assert isinstance(data, str) and data.startswith("m"), data
+    return int(data[1:])
+
+
+async def wait_received(client: TaggedClient, seq: int, seconds: float = 10.0) -> None:
+    async def got() -> bool:
+        return any(sequence(d) == seq for _, d in client.channels[ROOM].received)
+
+    await eventually(got, seconds, what=f"message m{seq} at {client.url}")
+
+
+@dataclass
+class Tally:
+    received: list[int]
+    gaps: int
+
+
+def check_exact(client: TaggedClient, publisher: Publisher, since: int = 0) -> Tally:
+    """
+    Every message published from ``since`` on reached ``client`` once, in order,
+    except those a reported gap covers; offsets run without a hole between gaps.
+    """
+    expect: int | None = None
+    received: list[int] = []
+    lost: list[tuple[int, int]] = []  # (last seen, first seen after) around each gap
+    gap_at: int | None = None
+    for frame in client.frames:
+        if frame.get("channel") != ROOM:
+            continue
+        if frame["type"] == "joined":
+            if frame.get("recovered") is True:
+                assert expect is None or frame["offset"] >= expect - 1, frame
+            else:
+                expect = frame["offset"] + 1
+                if frame.get("recovered") is False:
+                    gap_at = received[-1] if received else -1
+        elif frame["type"] == "pub":
+            if expect is not None:
+                assert frame["offset"] == expect, (
+                    f"offset {frame['offset']} where {expect} was due: {client.url}")
+            expect = frame["offset"] + 1
+            seq = sequence(frame.get("text", frame.get("data")))
+            if gap_at is not None:
+                lost.append((gap_at, seq))
+                gap_at = None
+            received.append(seq)
+    assert received == sorted(set(received)), "a duplicate or a message out of order"
+    seen = set(received)
+    for seq in publisher.acked:
+        if seq < since or seq in seen or any(a < seq < b for a, b in lost):
+            continue
+        raise AssertionError(f"m{seq} (offset {publisher.acked[seq]}) never reached "
+                             f"{client.url}; got {received}")
+    return Tally(received, client.channels[ROOM].gaps)
+
+
+def outage_logs(caplog: pytest.LogCaptureFixture) -> tuple[int, int]:
+    """How many outages and recoveries the Redis backends logged."""
+    records = [r for r in caplog.records if r.name == LOGGER]
+    return (sum(OUTAGE in r.getMessage() for r in records),
+            sum(RECOVERY in r.getMessage() for r in records))
+
+
+# -- configuration from the URL -------------------------------------------------------
+
+
+def test_a_redis_url_carries_the_backend_options() -> None:
+    backend = backend_from_url(
+        "redis://:secret@127.0.0.1:6379/3?prefix=app1&presence_timeout=4&probe_interval=0.5"
+        "&timeout=2&socket_keepalive=true")
+    assert isinstance(backend, RedisBackend)
+    assert (backend.prefix, backend.presence_timeout, backend.probe_interval, backend.timeout) \
+        == ("app1", 4.0, 0.5, 2.0)
+    # The rest is the Redis client's; the password never shows.
+    assert backend.url == "redis://:secret@127.0.0.1:6379/3?socket_keepalive=true"
+    assert "secret" not in repr(backend)
+    unix = backend_from_url("unix:///run/redis.sock?db=2&prefix=x")
+    assert isinstance(unix, RedisBackend)
+    assert (unix.url, unix.prefix) == ("unix:///run/redis.sock?db=2", "x")
+
+
+@pytest.mark.parametrize("query", ["timeout=soon", "presence_timeout=0.1", "prefix="])
+def test_a_bad_option_in_the_url_is_refused_clearly(query: str) -> None:
+    from nucleus.stream import ConfigError
+
+    with pytest.raises(ConfigError):
+        backend_from_url(f"redis://127.0.0.1:6379/0?{query}")
+
+
+# -- CLIENT KILL TYPE pubsub ----------------------------------------------------------
+
+
+async def test_killed_pubsub_links_lose_nothing(
+    private_redis: PrivateRedis, cluster: Cluster, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, LOGGER)
+    a = await cluster.node(private_redis.url())
+    b = await cluster.node(private_redis.url())
+    clients = [await cluster.client(node.url) for node in (a, b, a, b)]
+    publisher = Publisher(a.hub)
+    publisher.start()
+    admin = private_redis.client()
+    try:
+        await publisher.wait_acked(20)
+        for round_ in range(1, 4):
+            assert await admin.client_kill_filter(_type="pubsub") == 2  # one link per node
+            await eventually(_logged(caplog, (2 * round_, 2 * round_)),
+                             what="both outages and recoveries logged")
+            await eventually(_all_healthy(a, b), what="both links back")
+            await publisher.wait_acked(20)
+            assert outage_logs(caplog) == (2 * round_, 2 * round_)  # once each
+    finally:
+        await publisher.stop()
+        await admin.aclose()
+    for client in clients:
+        await wait_received(client, publisher.last)
+        tally = check_exact(client, publisher)
+        assert tally.gaps == 0 and tally.received == list(range(publisher.last + 1))
+    assert publisher.failed == {}
+
+
+def _logged(caplog: pytest.LogCaptureFixture, counts: tuple[int, int]) -> Any:
+    async def check() -> bool:
+        return outage_logs(caplog) == counts
+
+    return check
+
+
+def _all_healthy(*nodes: Node) -> Any:
+    async def check() -> bool:
+        return all(node.backend.healthy() for node in nodes)
+
+    return check
+
+
+# -- a proxy in front of Redis, stopped and restarted ---------------------------------
+
+
+async def must_fail_fast(call: Any, bound: float) -> None:
+    """``call`` raises BackendUnavailable within ``bound`` seconds, never hangs."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(BackendUnavailable):
+        await within(call, bound + 5)
+    assert loop.time() - began <= bound, f"took {loop.time() - began:.2f}s"
+
+
+async def cluster_calls_fail_fast(node: Node) -> None:
+    bound = node.backend.timeout + 0.5
+    hub = node.hub
+    await must_fail_fast(hub.broadcast_to_room(ROOM, SocketMessage.Text("lost")), bound)
+    await must_fail_fast(hub.channel(ROOM).broadcast("ev", {}), bound)
+    await must_fail_fast(hub.online_users(), bound)
+    await must_fail_fast(hub.connection_count(), bound)
+    await must_fail_fast(hub.room_members(ROOM), bound)
+    await must_fail_fast(hub.room_users(ROOM), bound)
+    await must_fail_fast(hub.rooms_of("elsewhere.1"), bound)
+    await must_fail_fast(hub.send_to("elsewhere.1", SocketMessage.Text("x")), bound)
+    await must_fail_fast(hub.send_to_user("nobody", SocketMessage.Text("x")), bound)
+    await must_fail_fast(hub.disconnect_user("nobody"), bound)
+
+
+@pytest.mark.parametrize("history", [1000, 5], ids=["within-history", "beyond-history"])
+async def test_a_redis_outage_behind_a_proxy(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture, history: int,
+) -> None:
+    """
+    Node A reaches Redis through a proxy that is stopped, then started again;
+    node C publishes throughout. A keeps serving its sockets, its cluster calls
+    fail fast, and afterwards its clients get every message or a gap.
+    """
+    require_redis()
+    from .backends import REDIS_URL, delete_prefix
+
+    caplog.set_level(logging.INFO, LOGGER)
+    host, port = REDIS_URL.split("//")[1].split("/")[0].split(":")
+    db = REDIS_URL.rsplit("/", 1)[1]
+    proxy = TcpProxy((host, int(port)))
+    await proxy.start()
+    try:
+        a = await cluster.node(f"redis://127.0.0.1:{proxy.port}/{db}", history)
+        c = await cluster.node(REDIS_URL, history)
+        clients = [await cluster.client(a.url, user) for user in ("ann", "bob")]
+        witness = await cluster.client(c.url, "cy")
+        publisher = Publisher(c.hub)
+        publisher.start()
+        await publisher.wait_acked(20)
+
+        await proxy.stop()
+        await eventually(_logged(caplog, (1, 0)), what="the outage logged")
+        await cluster_calls_fail_fast(a)
+        # Local traffic goes on: A's own sockets are still served.
+        (local, _) = a.hub.local_sockets()
+        await a.hub.send_to(local, SocketMessage.Text("local"))
+        assert await within(clients[0].direct.get()) == "local"
+        # Within the window, or more than it can hold.
+        await publisher.wait_acked(50 if history > 50 else 3 * history)
+        assert not a.backend.healthy()
+
+        await proxy.start()
+        await eventually(_all_healthy(a), what="A's link back")
+        await publisher.wait_acked(20)
+        await publisher.stop()
+        for client in [*clients, witness]:
+            await wait_received(client, publisher.last)
+            tally = check_exact(client, publisher)
+            if client is witness or history > 100:
+                assert tally.gaps == 0 and tally.received == list(range(publisher.last + 1))
+            else:
+                assert tally.gaps == 1  # never a partial replay called complete
+        assert outage_logs(caplog) == (1, 1)
+        assert publisher.failed == {}
+    finally:
+        await proxy.aclose()
+        await delete_prefix(cluster.prefix)
