@@ -378,3 +378,64 @@ async def test_a_redis_outage_behind_a_proxy(
     finally:
         await proxy.aclose()
         await delete_prefix(cluster.prefix)
+
+
+async def test_an_outage_longer_than_the_lease_shows_nobody_offline_after(
+    private_redis: PrivateRedis, cluster: Cluster,
+) -> None:
+    """
+    Every node loses Redis for longer than its lease. When Redis is back, the
+    first node to renew its lease must not reap the others: they are alive,
+    and their users must not be shown offline, even for a moment. A node that
+    died during the outage is reaped within a lease of Redis being back.
+    """
+    proxy = TcpProxy(("127.0.0.1", private_redis.port))
+    await proxy.start()
+    admin = private_redis.client()
+    timing = {"presence_timeout": 1.0, "probe_interval": 0.2}
+    try:
+        a = await cluster.node(f"redis://127.0.0.1:{proxy.port}/0", **timing)
+        b = await cluster.node(f"redis://127.0.0.1:{proxy.port}/0", **timing)
+        for node, user in ((a, "ann"), (a, "bob"), (b, "ann"), (b, "cy")):
+            await cluster.client(node.url, user)
+        # A third node, with one socket of "dan", will die during the outage.
+        await a.backend._call("SOCKET_OPEN", "ghost.1", "ghost")
+        await a.backend._call("SOCKET_BIND", "ghost.1", "dan")
+        nodes = f"{cluster.prefix}:nodes"
+        await admin.zadd(nodes, {"ghost": await admin.zscore(nodes, a.backend.node_id)})
+        online, count = f"{cluster.prefix}:online", f"{cluster.prefix}:count"
+
+        async def presence() -> tuple[set[bytes], int]:
+            users, sockets = await asyncio.gather(admin.smembers(online), admin.get(count))
+            return users, int(sockets or 0)
+
+        alive = ({b"ann", b"bob", b"cy"}, 4)
+        assert await presence() == ({b"ann", b"bob", b"cy", b"dan"}, 5)
+        await proxy.stop()
+
+        async def leases_expired() -> bool:
+            seconds, micros = await admin.time()
+            now = int(seconds) * 1000 + int(micros) // 1000
+            return len(await admin.zrangebyscore(nodes, "-inf", now)) == 3
+
+        await eventually(leases_expired, what="every lease to run out")
+        await proxy.start()
+        # From now on, watch presence as often as Redis answers.
+        loop = asyncio.get_running_loop()
+        back = loop.time()
+        reaped: float | None = None
+        while loop.time() - back < 2 * timing["presence_timeout"]:
+            users, sockets = await presence()
+            assert users >= alive[0] and sockets >= alive[1], "a live user shown offline"
+            if reaped is None and (users, sockets) == alive:
+                reaped = loop.time() - back
+        assert reaped is not None and reaped <= timing["presence_timeout"] + 0.5
+        assert await presence() == alive
+        assert a.backend.healthy() and b.backend.healthy()
+    finally:
+        await admin.aclose()
+        await proxy.aclose()
+
+
+async def _equals(got: Any, expected: Any) -> bool:
+    return bool(await got == expected)
