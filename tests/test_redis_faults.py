@@ -439,3 +439,32 @@ async def test_an_outage_longer_than_the_lease_shows_nobody_offline_after(
 
 async def _equals(got: Any, expected: Any) -> bool:
     return bool(await got == expected)
+
+
+async def test_a_re_registration_cut_short_gives_its_connection_back(
+    private_redis: PrivateRedis, cluster: Cluster,
+) -> None:
+    """
+    Re-registering sockets (after an outage) that fails or is cancelled half
+    way must return its pooled connection: otherwise each outage leaks one
+    until every call waits for a connection, and the leak warns at shutdown.
+    """
+    proxy = TcpProxy(("127.0.0.1", private_redis.port))
+    await proxy.start()
+    try:
+        node = await cluster.node(f"redis://127.0.0.1:{proxy.port}/0")
+        await cluster.client(node.url, "ann")
+        pool = node.backend._client.connection_pool  # type: ignore[union-attr]
+        await eventually(lambda: _equals(_in_use(pool), 0), what="an idle pool")
+        proxy.stall()
+        resync = asyncio.ensure_future(node.backend._resync())
+        await eventually(lambda: _equals(_in_use(pool), 1), what="the pipeline in flight")
+        resync.cancel()
+        await asyncio.gather(resync, return_exceptions=True)
+        assert await _in_use(pool) == 0
+    finally:
+        await proxy.aclose()
+
+
+async def _in_use(pool: Any) -> int:
+    return len(pool._in_use_connections)

@@ -608,18 +608,20 @@ class RedisBackend(Backend):
         self._resync_needed = False
         try:
             for chunk in _chunks(self._delivery.local_state(), 500):
-                pipe = self._client.pipeline(transaction=False)
-                for socket_id, user_id, rooms in chunk:
-                    await self._scripts["SOCKET_OPEN"](args=[self.prefix, socket_id, self.node_id],
-                                                 client=pipe)
-                    if user_id is not None:
-                        await self._scripts["SOCKET_BIND"](args=[self.prefix, socket_id, user_id],
-                                                     client=pipe)
-                    for room in rooms:
-                        await self._scripts["SOCKET_JOIN"](args=[self.prefix, socket_id, room],
-                                                     client=pipe)
-                async with asyncio.timeout(self.timeout * 4):
-                    await pipe.execute()
+                # The context gives the pipeline's connection back to the pool
+                # even when loading scripts or executing fails or is cancelled.
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for socket_id, user_id, rooms in chunk:
+                        await self._scripts["SOCKET_OPEN"](
+                            args=[self.prefix, socket_id, self.node_id], client=pipe)
+                        if user_id is not None:
+                            await self._scripts["SOCKET_BIND"](
+                                args=[self.prefix, socket_id, user_id], client=pipe)
+                        for room in rooms:
+                            await self._scripts["SOCKET_JOIN"](
+                                args=[self.prefix, socket_id, room], client=pipe)
+                    async with asyncio.timeout(self.timeout * 4):
+                        await pipe.execute()
             listed = await self._command("SMEMBERS", f"{self.prefix}:node:{self.node_id}")
             local = set(self._delivery.local_sockets())
             for stale in (s.decode() for s in listed):
