@@ -13,7 +13,7 @@ Every error this package raises on purpose derives from :class:`StreamError`::
     ├── RouteError              a route is declared wrongly (bad path, duplicate)
     ├── ConfigError             a setting is missing or out of range
     └── BackendError            the backend failed; the operation was not done
-        └── BackendUnavailable  the broker is unreachable (or timed out); retry later
+        └── BackendUnavailable  the broker is unreachable or timed out; retry later
 
 Messages say what the caller should do next. They never hold secrets, tokens
 or a peer's payload.
@@ -90,5 +90,8 @@ class BackendUnavailable(BackendError):
     """
     The broker (Redis) could not be reached within the backend's timeout.
 
-    Local sockets keep working; the backend reconnects by itself.
+    Local sockets keep working; the backend reconnects by itself. When the
+    request had been sent and only the answer is missing (a stalled network),
+    the operation may still take effect once the network heals: a broadcast
+    retried after this error may then reach the room twice.
     """

@@ -429,13 +429,19 @@ class RedisBackend(Backend):
                     await conn.connect()
                 self._resubscribe_all(conn)
                 backoff = 0.05
+                silence = 3 * self.probe_interval
                 while True:
-                    reply = await conn.read_response(timeout=3 * self.probe_interval)
+                    reply = await conn.read_response(timeout=silence)
+                    if reply is None:  # redis-py's answer to a read timeout
+                        raise TimeoutError(f"no probe came back within {silence}s")
                     self._on_reply(reply)
             except asyncio.CancelledError:
                 raise
             except _LINK_ERRORS as exc:
                 self._link_down(exc)
+            except Exception:
+                # Never let a bug end this node's deliveries for good: reconnect.
+                logger.exception("the Redis pub/sub link failed; reconnecting")
             finally:
                 self._conn = None
                 self._link_up = False
