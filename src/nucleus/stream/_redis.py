@@ -131,6 +131,7 @@ class RedisBackend(Backend):
         self._reconnected = False  # this link replaces a lost one: repair every room
         # health
         self._available = True
+        self._back_at = 0.0  # when Redis was last seen back after an outage (loop time)
         self._link_up = False
         self._probe_seen = 0.0
         self._registered = False
@@ -202,22 +203,26 @@ class RedisBackend(Backend):
 
     async def _guarded(self, name: str, call: Awaitable[Any]) -> Any:
         """Await ``call`` within ``timeout``, translating Redis failures to BackendError."""
+        began = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(self.timeout):
                 result = await call
         except ResponseError as exc:
             raise BackendError(f"Redis refused {name}: {exc}") from exc
         except _LINK_ERRORS as exc:
-            self._outage(exc)
+            self._outage(exc, began)
             raise BackendUnavailable(
                 f"Redis at {self._shown_url} is unreachable ({type(exc).__name__}); retry later"
             ) from exc
         self._recovered()
         return result
 
-    def _outage(self, exc: BaseException) -> None:
+    def _outage(self, exc: BaseException, began: float) -> None:
+        """A call begun at ``began`` (loop time) failed: log an outage, once."""
         self._resync_needed = True
-        if self._available:
+        # A call that began before Redis was seen back, and fails only now, is
+        # the end of the outage just logged, not a new one.
+        if self._available and began >= self._back_at:
             self._available = False
             logger.error("Redis at %s is unreachable (%s: %s); serving local sockets only "
                          "until it is back", self._shown_url, type(exc).__name__, exc)
@@ -225,6 +230,7 @@ class RedisBackend(Backend):
     def _recovered(self) -> None:
         if not self._available:
             self._available = True
+            self._back_at = asyncio.get_running_loop().time()
             logger.warning("Redis at %s is reachable again", self._shown_url)
 
     def healthy(self) -> bool:
@@ -473,7 +479,7 @@ class RedisBackend(Backend):
     def _link_down(self, exc: BaseException) -> None:
         if self._closing:
             return
-        self._outage(exc)
+        self._outage(exc, self._probe_seen)  # the link was silent since its last probe
         logger.debug("Redis pub/sub link lost: %r", exc)
 
     def _on_reply(self, reply: Any) -> None:
