@@ -30,7 +30,8 @@ from nucleus.stream._backend import backend_from_url
 
 from .apps.cluster import Chat
 from .backends import new_prefix, require_redis
-from .cluster import PrivateRedis, TcpProxy, eventually
+from .cluster import Node as NodeProcess
+from .cluster import PrivateRedis, TcpProxy, eventually, start_all
 from .helpers import within
 from .tagged_client import TaggedClient
 
@@ -570,6 +571,138 @@ async def test_a_restarted_redis_means_a_gap_then_traffic_resumes(
     for node in (a, b):
         assert (await node.hub.connection_count(), await node.hub.online_users()) == before
     assert outage_logs(caplog) == (2, 2)
+
+
+# -- a node SIGKILLed -----------------------------------------------------------------
+
+
+async def test_a_killed_node_s_clients_resume_elsewhere_and_presence_converges(
+    cluster: Cluster,
+) -> None:
+    """
+    Node A (a process) is SIGKILLed while its clients' room is busy: they
+    reconnect to node B with their positions and get every message exactly
+    once, in order, while C keeps publishing. A's sockets are reaped within
+    presence_timeout; a user with a socket open on B is never shown offline.
+    """
+    require_redis()
+    from .backends import REDIS_URL, delete_prefix
+
+    presence_timeout = 2.0
+    backend = (f"{REDIS_URL}?prefix={cluster.prefix}&presence_timeout={presence_timeout}"
+               "&probe_interval=0.25&timeout=1")
+    a, b = NodeProcess("tests.apps.cluster:server", backend), \
+        NodeProcess("tests.apps.cluster:server", backend)
+    try:
+        await start_all(a, b)
+        c = await cluster.node(REDIS_URL, presence_timeout=presence_timeout)
+        on_a = [await cluster.client(f"{a.url}/ws", user) for user in ("ann", "bob")]
+        on_b = [await cluster.client(f"{b.url}/ws", user) for user in ("ann", "cy")]
+        everyone = ["ann", "bob", "cy"]
+        hub = c.hub
+        assert (await hub.online_users(), await hub.connection_count()) == (everyone, 4)
+        publisher = Publisher(hub)
+        publisher.start()
+        await publisher.wait_acked(30)
+
+        await a.kill()
+        loop = asyncio.get_running_loop()
+        killed = loop.time()
+        watching = asyncio.ensure_future(_watch_presence(hub, {"ann", "cy"}))
+        for client in on_a:
+            await client.wait_closed()
+            client.url = client.url.replace(a.url, b.url)
+            await client.open()
+            joined = await client.next_control("joined")
+            assert joined["recovered"] is True
+
+        async def converged() -> bool:
+            return (await hub.connection_count() == 4 and len(await hub.room_members(ROOM)) == 4
+                    and await hub.online_users() == everyone
+                    and await hub.room_users(ROOM) == everyone)
+
+        await eventually(converged, presence_timeout + 2, what="presence to converge")
+        assert loop.time() - killed <= presence_timeout + 0.5
+        if watching.done():
+            watching.result()  # someone was shown offline: say who
+        watching.cancel()
+        await publisher.wait_acked(30)
+        await publisher.stop()
+        for client in on_a + on_b:
+            await wait_received(client, publisher.last)
+            tally = check_exact(client, publisher)
+            assert tally.gaps == 0 and tally.received == list(range(publisher.last + 1))
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await delete_prefix(cluster.prefix)
+
+
+async def _watch_presence(hub: Any, always: set[str]) -> None:
+    """Fail if any of ``always`` is ever missing from online_users."""
+    while True:
+        online = set(await hub.online_users())
+        assert always <= online, f"{always - online} shown offline"
+
+
+# -- live publications racing replays on a slow backend -------------------------------
+
+
+@pytest.mark.parametrize("slow", ["yielding", "redis-with-latency"])
+async def test_replays_racing_live_publications_on_a_slow_backend(
+    cluster: Cluster, slow: str,
+) -> None:
+    """
+    Clients keep dropping and resuming, and new ones join, while a publisher
+    never stops; every call to the backend is slow. The replay of each resume
+    and the live publications racing it must interleave into one exact stream.
+    """
+    from .backends import YieldingBackend
+
+    proxy: TcpProxy | None = None
+    try:
+        if slow == "yielding":
+            server = StreamServer(backend=YieldingBackend(delay=0.005))
+            server.route("/ws", Chat(), rate_limit=None)
+            host, port = await server.start("127.0.0.1", 0)
+            cluster.servers.append(server)
+            url, hub = f"ws://{host}:{port}/ws", server.hub
+        else:
+            require_redis()
+            from .backends import REDIS_URL
+
+            host, port, db = _host_port_db(REDIS_URL)
+            proxy = TcpProxy((host, port), latency=0.02)  # 40 ms round trips
+            await proxy.start()
+            slow_node = await cluster.node(f"redis://127.0.0.1:{proxy.port}/{db}")
+            url, hub = slow_node.url, (await cluster.node(REDIS_URL)).hub
+        resumers = [await cluster.client(url, "ann") for _ in range(3)]
+        publisher = Publisher(hub)
+        publisher.start()
+        joiners = []
+        for round_ in range(4):
+            await publisher.wait_acked(5)
+            joiners.append(await cluster.client(url, "bob"))
+            for client in resumers[round_ % 2 :]:
+                await client.drop()
+            for client in resumers[round_ % 2 :]:
+                await client.open()
+        for client in resumers[1:]:
+            recovered = [f.get("recovered") for f in client.frames if f["type"] == "joined"]
+            assert recovered[0] is None and recovered[1:] == [True] * (len(recovered) - 1)
+        await publisher.wait_acked(10)
+        await publisher.stop()
+        for client in resumers + joiners:
+            await wait_received(client, publisher.last)
+            tally = check_exact(client, publisher)
+            assert tally.gaps == 0
+    finally:
+        if proxy is not None:
+            await proxy.aclose()
+        if slow != "yielding":
+            from .backends import delete_prefix
+
+            await delete_prefix(cluster.prefix)
 
 
 def _host_port_db(url: str) -> tuple[str, int, str]:
