@@ -467,7 +467,9 @@ async def test_a_re_registration_cut_short_gives_its_connection_back(
     proxy = TcpProxy(("127.0.0.1", private_redis.port))
     await proxy.start()
     try:
-        node = await cluster.node(f"redis://127.0.0.1:{proxy.port}/0")
+        # (A slow pulse: no lease renewal holds a pooled connection meanwhile.)
+        node = await cluster.node(f"redis://127.0.0.1:{proxy.port}/0", probe_interval=10.0,
+                                  presence_timeout=30.0)
         await cluster.client(node.url, "ann")
         pool = node.backend._client.connection_pool  # type: ignore[union-attr]
         await eventually(lambda: _equals(_in_use(pool), 0), what="an idle pool")
