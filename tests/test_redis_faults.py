@@ -717,3 +717,44 @@ def _host_port_db(url: str) -> tuple[str, int, str]:
     location, _, db = url.split("//", 1)[1].partition("/")
     host, _, port = location.rpartition(":")
     return host, int(port), db or "0"
+
+
+# -- a subscription during an outage --------------------------------------------------
+
+
+async def test_a_subscription_failing_in_an_outage_is_retried_not_refused(
+    private_redis: PrivateRedis, cluster: Cluster,
+) -> None:
+    """
+    Redis answers commands but refuses SUBSCRIBE (the pub/sub link cannot come
+    back): a library client's subscription cannot be made exact now. A refusal
+    (an ``error`` frame naming the channel) would make the browser client give
+    up that channel for good; the socket is closed with 1013 instead, and the
+    client comes back and resumes once Redis is whole again.
+    """
+    admin = private_redis.client()
+    try:
+        node = await cluster.node(private_redis.url(), timeout=0.5)
+        first = await cluster.client(node.url, "ann")
+        await admin.acl_setuser("default", enabled=True, nopass=True,
+                                commands=["+@all", "-subscribe"], keys=["*"], channels=["*"])
+        await admin.client_kill_filter(_type="pubsub")
+        await eventually(lambda: _not(node.backend.healthy()), what="the link down")
+        client = TaggedClient(node.url)
+        await client.open("news")
+        await client.wait_closed()
+        assert client.ws is not None and client.ws.close_code == 1013
+        assert not any(f["type"] == "error" for f in client.frames), client.frames
+        # Whole again: it comes back and is subscribed.
+        await admin.acl_setuser("default", enabled=True, nopass=True, commands=["+@all"],
+                                keys=["*"], channels=["*"])
+        await eventually(_all_healthy(node), what="the link back")
+        await client.open("news")
+        assert (await client.next_control("joined"))["channel"] == "news"
+        assert first.ws is not None and first.ws.close_code is None  # the others stayed
+    finally:
+        await admin.aclose()
+
+
+async def _not(value: bool) -> bool:
+    return not value
