@@ -345,6 +345,7 @@ async def test_page_keeps_its_chat_when_its_node_is_killed(browser: Browser) -> 
                                                   probe_interval=0.25))
     balancer: TcpProxy | None = None
     published: list[str] = []
+    burst = [0]  # messages to publish back to back
     sending: asyncio.Task[None] | None = None
 
     async def publish() -> None:
@@ -352,7 +353,10 @@ async def test_page_keeps_its_chat_when_its_node_is_killed(browser: Browser) -> 
             text = f"m{len(published)}"
             await publisher.hub.broadcast_to_room("general", SocketMessage.Text(text))
             published.append(text)
-            await asyncio.sleep(0.02)  # 50 a second: the default history (100) covers 2 s
+            if burst[0]:
+                burst[0] -= 1
+            else:
+                await asyncio.sleep(0.02)  # 50 a second: the default history (100) covers 2 s
 
     try:
         await start_all(a, b)
@@ -368,6 +372,7 @@ async def test_page_keeps_its_chat_when_its_node_is_killed(browser: Browser) -> 
         sending = asyncio.ensure_future(publish())
         await wait_rendered(page, 20)
         await a.kill()
+        burst[0] = 10  # while the page is still finding its way to B
         await page.wait_for_function("window.states.filter(s => s === 'open').length >= 2",
                                      timeout=20_000)
         await wait_rendered(page, len(published) + 20)
