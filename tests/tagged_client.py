@@ -2,8 +2,8 @@
 A small ``nucleus.v1`` client for tests: the protocol of docs/protocol.md, in Python.
 
 It records every frame as received (so tests can see duplicates or gaps the
-server sends) and keeps per-channel positions to resume from, as the browser
-client does.
+server sends; ``frames`` keeps them all in order) and keeps per-channel
+positions to resume from, as the browser client does.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class TaggedClient:
         self.direct: asyncio.Queue[Any] = asyncio.Queue()
         self.control: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.pubs: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue()
+        self.frames: list[dict[str, Any]] = []
         self._reader: asyncio.Task[None] | None = None
 
     async def open(self, *channels: str, resume: bool = True) -> None:
@@ -52,6 +53,7 @@ class TaggedClient:
         async for raw in ws:
             assert isinstance(raw, str), "tests only use text"
             frame = json.loads(raw)
+            self.frames.append(frame)
             kind = frame["type"]
             if kind == "pub":
                 log = self.channels.setdefault(frame["channel"], ChannelLog())

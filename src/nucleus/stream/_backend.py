@@ -25,7 +25,7 @@ import abc
 import os
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from ._errors import ConfigError, SocketNotFound
@@ -408,14 +408,40 @@ def _not_found(socket_id: str) -> SocketNotFound:
     )
 
 
+#: ``RedisBackend`` options a backend URL may carry as query parameters, so that
+#: ``$NUCLEUS_BACKEND`` alone configures a node: ``redis://h:6379/0?prefix=app&timeout=2``.
+REDIS_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "prefix": str, "timeout": float, "presence_timeout": float, "probe_interval": float,
+}
+
+
+def _redis_options(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split the backend's own query parameters from those meant for the Redis client."""
+    base, _, query = spec.partition("?")
+    kept: list[tuple[str, str]] = []
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        convert = REDIS_URL_OPTIONS.get(name)
+        if convert is None:
+            kept.append((name, value))
+            continue
+        if name in options:
+            raise ConfigError(f"a backend URL names at most one {name}=")
+        try:
+            options[name] = convert(value)
+        except ValueError:
+            raise ConfigError(f"invalid {name}={value!r} in the backend URL") from None
+    return base + (f"?{urlencode(kept)}" if kept else ""), options
+
+
 def backend_from_url(url: str | None = None) -> Backend:
     """
     The backend a URL names: ``memory://`` (the default) or ``redis://host:port/db``
     (also ``rediss://`` and ``unix://``). Without ``url``, ``$NUCLEUS_BACKEND``.
 
-    A Redis URL may end with ``?prefix=NAME``: the prefix of every key and
-    channel (default ``nucleus``), so that several apps share one Redis
-    database; the other query parameters are redis-py's.
+    A Redis URL may set ``prefix``, ``timeout``, ``presence_timeout`` and
+    ``probe_interval`` of the :class:`RedisBackend` as query parameters; the
+    other parameters go to the Redis client.
     """
     spec = (url if url is not None else os.environ.get(BACKEND_ENV, "")).strip()
     if spec in ("", "memory", "memory://"):
@@ -424,22 +450,10 @@ def backend_from_url(url: str | None = None) -> Backend:
     if scheme in ("redis", "rediss", "unix"):
         from ._redis import RedisBackend
 
-        spec, prefix = _take_prefix(spec)
-        return RedisBackend(spec) if prefix is None else RedisBackend(spec, prefix=prefix)
+        spec, options = _redis_options(spec)
+        return RedisBackend(spec, **options)
     raise ConfigError(
         f"unknown backend {spec!r}: use memory:// or redis://host:port/db "
         f"(from the backend= argument, --backend or ${BACKEND_ENV})"
     )
 
-
-def _take_prefix(url: str) -> tuple[str, str | None]:
-    """Split ``?prefix=`` off a Redis URL: redis-py would pass it on to the connection."""
-    base, _, query = url.partition("?")
-    pairs = parse_qsl(query, keep_blank_values=True)
-    prefixes = [value for name, value in pairs if name == "prefix"]
-    if not prefixes:
-        return url, None
-    if len(prefixes) > 1:
-        raise ConfigError("a backend URL names at most one prefix=")
-    rest = urlencode([(name, value) for name, value in pairs if name != "prefix"])
-    return (f"{base}?{rest}" if rest else base), prefixes[0]

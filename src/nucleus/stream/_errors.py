@@ -14,7 +14,7 @@ Every error this package raises on purpose derives from :class:`StreamError`::
     ├── ConfigError             a setting is missing or out of range
     ├── RequestError            on_request refuses a request (code, message for the client)
     └── BackendError            the backend failed; the operation was not done
-        └── BackendUnavailable  the broker is unreachable (or timed out); retry later
+        └── BackendUnavailable  the broker is unreachable or timed out; retry later
 
 Messages say what the caller should do next. They never hold secrets, tokens
 or a peer's payload.
@@ -92,7 +92,10 @@ class BackendUnavailable(BackendError):
     """
     The broker (Redis) could not be reached within the backend's timeout.
 
-    Local sockets keep working; the backend reconnects by itself.
+    Local sockets keep working; the backend reconnects by itself. When the
+    request had been sent and only the answer is missing (a stalled network),
+    the operation may still take effect once the network heals: a broadcast
+    retried after this error may then reach the room twice.
     """
 
 

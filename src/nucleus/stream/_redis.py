@@ -131,6 +131,7 @@ class RedisBackend(Backend):
         self._reconnected = False  # this link replaces a lost one: repair every room
         # health
         self._available = True
+        self._back_at = 0.0  # when Redis was last seen back after an outage (loop time)
         self._link_up = False
         self._probe_seen = 0.0
         self._registered = False
@@ -203,7 +204,7 @@ class RedisBackend(Backend):
     async def _guarded(self, name: str, call: Awaitable[Any]) -> Any:
         """Await ``call`` within ``timeout``, translating Redis failures to BackendError."""
         loop = asyncio.get_running_loop()
-        started, failed = loop.time(), True
+        began, failed = loop.time(), True
         try:
             async with asyncio.timeout(self.timeout):
                 result = await call
@@ -211,19 +212,22 @@ class RedisBackend(Backend):
         except ResponseError as exc:
             raise BackendError(f"Redis refused {name}: {exc}") from exc
         except _LINK_ERRORS as exc:
-            self._outage(exc)
+            self._outage(exc, began)
             raise BackendUnavailable(
                 f"Redis at {self._shown_url} is unreachable ({type(exc).__name__}); retry later"
             ) from exc
         finally:
             if self.observe is not None:
-                self.observe(name, loop.time() - started, failed)
+                self.observe(name, loop.time() - began, failed)
         self._recovered()
         return result
 
-    def _outage(self, exc: BaseException) -> None:
+    def _outage(self, exc: BaseException, began: float) -> None:
+        """A call begun at ``began`` (loop time) failed: log an outage, once."""
         self._resync_needed = True
-        if self._available:
+        # A call that began before Redis was seen back, and fails only now, is
+        # the end of the outage just logged, not a new one.
+        if self._available and began >= self._back_at:
             self._available = False
             logger.error("Redis at %s is unreachable (%s: %s); serving local sockets only "
                          "until it is back", self._shown_url, type(exc).__name__, exc)
@@ -231,6 +235,7 @@ class RedisBackend(Backend):
     def _recovered(self) -> None:
         if not self._available:
             self._available = True
+            self._back_at = asyncio.get_running_loop().time()
             logger.warning("Redis at %s is reachable again", self._shown_url)
 
     def healthy(self) -> bool:
@@ -435,13 +440,19 @@ class RedisBackend(Backend):
                     await conn.connect()
                 self._resubscribe_all(conn)
                 backoff = 0.05
+                silence = 3 * self.probe_interval
                 while True:
-                    reply = await conn.read_response(timeout=3 * self.probe_interval)
+                    reply = await conn.read_response(timeout=silence)
+                    if reply is None:  # redis-py's answer to a read timeout
+                        raise TimeoutError(f"no probe came back within {silence}s")
                     self._on_reply(reply)
             except asyncio.CancelledError:
                 raise
             except _LINK_ERRORS as exc:
                 self._link_down(exc)
+            except Exception:
+                # Never let a bug end this node's deliveries for good: reconnect.
+                logger.exception("the Redis pub/sub link failed; reconnecting")
             finally:
                 self._conn = None
                 self._link_up = False
@@ -473,7 +484,7 @@ class RedisBackend(Backend):
     def _link_down(self, exc: BaseException) -> None:
         if self._closing:
             return
-        self._outage(exc)
+        self._outage(exc, self._probe_seen)  # the link was silent since its last probe
         logger.debug("Redis pub/sub link lost: %r", exc)
 
     def _on_reply(self, reply: Any) -> None:
@@ -619,18 +630,20 @@ class RedisBackend(Backend):
         self._resync_needed = False
         try:
             for chunk in _chunks(self._delivery.local_state(), 500):
-                pipe = self._client.pipeline(transaction=False)
-                for socket_id, user_id, rooms in chunk:
-                    await self._scripts["SOCKET_OPEN"](args=[self.prefix, socket_id, self.node_id],
-                                                 client=pipe)
-                    if user_id is not None:
-                        await self._scripts["SOCKET_BIND"](args=[self.prefix, socket_id, user_id],
-                                                     client=pipe)
-                    for room in rooms:
-                        await self._scripts["SOCKET_JOIN"](args=[self.prefix, socket_id, room],
-                                                     client=pipe)
-                async with asyncio.timeout(self.timeout * 4):
-                    await pipe.execute()
+                # The context gives the pipeline's connection back to the pool
+                # even when loading scripts or executing fails or is cancelled.
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for socket_id, user_id, rooms in chunk:
+                        await self._scripts["SOCKET_OPEN"](
+                            args=[self.prefix, socket_id, self.node_id], client=pipe)
+                        if user_id is not None:
+                            await self._scripts["SOCKET_BIND"](
+                                args=[self.prefix, socket_id, user_id], client=pipe)
+                        for room in rooms:
+                            await self._scripts["SOCKET_JOIN"](
+                                args=[self.prefix, socket_id, room], client=pipe)
+                    async with asyncio.timeout(self.timeout * 4):
+                        await pipe.execute()
             listed = await self._command("SMEMBERS", f"{self.prefix}:node:{self.node_id}")
             local = set(self._delivery.local_sockets())
             for stale in (s.decode() for s in listed):

@@ -15,6 +15,7 @@ lists them with their memory cost):
 ``P:online``                          set    users with at least one socket
 ``P:node:<node>``                     set    the node's socket ids
 ``P:nodes``                           zset   node -> lease deadline (ms, Redis clock)
+``P:beat``                            string when a lease was last renewed (ms, Redis clock)
 ``P:count``                           string open sockets
 ``P:seq``                             string join counter (member order)
 ====================================  =====  ================================================
@@ -212,12 +213,26 @@ return 1
 #: ARGV: prefix, node, lease ms, sockets to reap per call.
 #: Renews the node's lease and reaps nodes whose lease ran out.
 #: Returns {was_registered (0/1), reaped sockets}.
+#:
+#: When no node renewed its lease for longer than a lease, Redis (or the way
+#: to it) was down for every node, not one node dead: the first node back must
+#: not reap the others, which are alive and about to renew. Every lease that
+#: ran out then gets one more lease, so a node that really died is reaped one
+#: lease after Redis is back.
 HEARTBEAT = _script("""
 local node = ARGV[2]
 local nodes = P .. ':nodes'
 local now = now_ms()
+local lease = tonumber(ARGV[3])
+local last = tonumber(redis.call('GET', P .. ':beat') or now)
+redis.call('SET', P .. ':beat', now)
+if now - last > lease then
+  for _, stale in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', now)) do
+    redis.call('ZADD', nodes, now + lease, stale)
+  end
+end
 local known = redis.call('ZSCORE', nodes, node)
-redis.call('ZADD', nodes, now + tonumber(ARGV[3]), node)
+redis.call('ZADD', nodes, now + lease, node)
 local budget = tonumber(ARGV[4])
 local reaped = 0
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', nodes, '-inf', now, 'LIMIT', 0, 16)) do

@@ -424,10 +424,13 @@ class Session:
         resume = (frame.epoch, frame.offset) if frame.offset is not None else None
         try:
             await self.hub._join(socket, channel, frame.id, resume)
-        except BackendError:
-            self._error("unavailable", f"subscribing to {channel!r} failed: the backend is "
-                        "unavailable, try again later", frame.id, channel)
-            return
+        except BackendError as exc:
+            # An error naming the channel is a refusal, which clients do not
+            # retry: close with 1013 instead, so that the client comes back
+            # and resumes every channel from its position.
+            logger.warning("closing socket %s: subscribing to %r failed: %s",
+                           socket.id, channel, exc)
+            socket.close_nowait(1013, "backend unavailable, try again later")
         except StreamError as exc:
             self._error("forbidden", str(exc), frame.id, channel)
             return

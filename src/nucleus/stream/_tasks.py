@@ -14,6 +14,9 @@ __all__ = ["TaskOwner"]
 
 logger = logging.getLogger("nucleus.stream")
 
+#: Seconds after which cancel_all() cancels again a task that is still running.
+RECANCEL_AFTER = 0.5
+
 
 class TaskOwner:
     """A set of running tasks with one owner (like a nursery that never blocks spawn)."""
@@ -49,7 +52,12 @@ class TaskOwner:
 
     async def cancel_all(self) -> None:
         """Cancel every task and wait until each has finished its cleanup."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            # Cancel again what still runs after a while: on Python 3.11, a task
+            # can swallow a cancellation and go on (asyncio.wait_for returns the
+            # result of an inner future that finished just then; redis-py writes
+            # through wait_for), and waiting on it once would hang forever.
+            _, pending = await asyncio.wait(pending, timeout=RECANCEL_AFTER)
