@@ -1,7 +1,8 @@
 """
 The demo apps (``nucleus.demo``, ``examples/apps``) without a browser: their
 handlers through ``nucleus.testing``, their HTTP endpoints called directly,
-and the pure parts (traffic rates, CPU meter, recent history) with fake clocks.
+the pure parts (traffic rates, CPU meter, recent history) with fake clocks,
+and the whole demo mounted under a prefix in Starlette.
 """
 
 from __future__ import annotations
@@ -9,7 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from examples.apps import auth as auth_example
 from examples.apps import chat as chat_example
@@ -30,6 +36,9 @@ from nucleus.stream import (
     StreamServer,
 )
 from nucleus.testing import HandshakeRefused, TestClient, TestSocket
+
+from .conftest import UvicornRunner
+from .helpers import within
 
 SECRET = "a-test-secret-of-at-least-thirty-two-bytes!"
 
@@ -341,3 +350,31 @@ def test_each_example_serves_one_app(example: Any, home: str) -> None:
     assert isinstance(server, StreamServer)
     assert get(server, "/").headers == (("Location", home),)
     assert get(server, f"/{home}").status == 200
+
+
+async def test_the_demo_works_mounted_under_a_prefix() -> None:
+    server = create_app(SECRET)
+    app = Starlette(routes=[Mount("/realtime", app=server)], lifespan=server.lifespan)
+    runner = UvicornRunner(app)  # type: ignore[arg-type]
+    await runner.start()
+    base = f"127.0.0.1:{runner.port}/realtime"
+    try:
+        async with httpx.AsyncClient() as http:
+            landing = await within(http.get(f"http://{base}/"))
+            assert landing.status_code == 200 and 'href="chat/"' in landing.text
+            moved = await within(http.get(f"http://{base}/chat"))
+            assert moved.status_code == 302
+            assert str(moved.url.join(moved.headers["location"])) == f"http://{base}/chat/"
+            page = await within(http.get(f"http://{base}/chat/"))
+            # Relative links resolve under the prefix.
+            for link in ("../nucleus/stream.js", "../demo.css"):
+                assert link in page.text
+                asset = await within(http.get(str(page.url.join(link))))
+                assert asset.status_code == 200
+        hello = '{"type":"hello","channels":{"chat:lobby":{}}}'
+        async with connect(f"ws://{base}/chat/ws?name=ann",
+                           subprotocols=[Subprotocol("nucleus.v1")]) as ann:
+            await ann.send(hello)
+            assert '"channel":"chat:lobby"' in await within(ann.recv())
+    finally:
+        await runner.stop()
