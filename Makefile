@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser-deps bench bench-smoke clean
+.PHONY: demo test lint typecheck unit browser-deps bench bench-smoke clean screenshots
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,10 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The README's pictures of the demo apps, taken by their browser tests.
+screenshots: $(STAMP) browser-deps
+	NUCLEUS_SCREENSHOTS=1 $(PY) -m pytest tests/test_browser_apps.py -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples bench
