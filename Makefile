@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser-deps ts-deps client bench bench-smoke clean
+.PHONY: demo test lint typecheck unit browser-deps ts-deps client bench bench-smoke clean screenshots
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,6 +40,10 @@ client: $(TSC)
 	$(TS_DIR)/node_modules/.bin/terser $(CLIENT)/stream.js --module --compress --mangle \
 	  --preamble "/* Nucleus Stream browser client: stream.js, minified by make client */" \
 	  -o $(CLIENT_OUT)
+
+# The README's pictures of the demo apps, taken by their browser tests.
+screenshots: $(STAMP) browser-deps
+	NUCLEUS_SCREENSHOTS=1 $(PY) -m pytest tests/test_browser_apps.py -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples bench

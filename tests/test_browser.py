@@ -17,7 +17,6 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from websockets.asyncio.client import connect
 
-from nucleus.demo import create_app as create_demo
 from nucleus.stream import HistoryPolicy, SocketMessage, StreamServer
 
 from .apps.relay import PAGE
@@ -52,26 +51,6 @@ async def wait_rendered(page: Page, count: int) -> list[str]:
     await page.wait_for_function(
         f"document.querySelectorAll('#list li').length >= {count}", timeout=20_000)
     return await rendered(page)
-
-
-async def test_demo_chat_works_between_two_pages(browser: Browser) -> None:
-    app = create_demo()
-    host, port = await app.start("127.0.0.1", 0)
-    try:
-        pages = [await browser.new_page() for _ in range(2)]
-        for page in pages:
-            await page.goto(f"http://{host}:{port}/")
-            await page.wait_for_function("document.getElementById('state').textContent === 'open'")
-        await pages[0].fill("#user", "ann")
-        await pages[0].fill("#text", "hello from a real browser")
-        await pages[0].click("button")
-        for page in pages:
-            await page.wait_for_function(
-                "document.querySelectorAll('#messages li').length === 1", timeout=10_000)
-            assert await page.locator("#messages li").all_inner_texts() == [
-                "ann: hello from a real browser"]
-    finally:
-        await app.aclose()
 
 
 async def open_relay_page(browser: Browser, base: str) -> Page:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from .helpers import within
 
@@ -96,18 +97,50 @@ async def test_serve_refuses_a_bad_app_spec_clearly() -> None:
     assert "has no attribute 'nothing'" in err.decode()
 
 
-async def test_demo_serves_its_page_and_chat(spawn) -> None:  # type: ignore[no-untyped-def]
+async def test_demo_serves_every_app_from_one_command(spawn) -> None:  # type: ignore[no-untyped-def]
     child = await spawn("demo")
+    base = f"127.0.0.1:{child.port}"
     async with httpx.AsyncClient() as http:
-        page = await within(http.get(f"http://127.0.0.1:{child.port}/"))
-    assert page.status_code == 200
-    assert "text/html" in page.headers["content-type"]
-    assert "/ws/chat" in page.text
-    async with connect(f"ws://127.0.0.1:{child.port}/ws/chat") as a, \
-            connect(f"ws://127.0.0.1:{child.port}/ws/chat") as b:
-        await a.send('{"user": "ann", "text": "hi"}')
-        for client in (a, b):
-            got = await within(client.recv())
-            assert '"user":"ann"' in got and '"text":"hi"' in got and '"timestamp"' in got
+        landing = await within(http.get(f"http://{base}/"))
+        assert landing.status_code == 200 and "text/html" in landing.headers["content-type"]
+        for app in ("chat", "notifications", "dashboard", "auth"):
+            assert f'href="{app}/"' in landing.text
+            assert (await within(http.get(f"http://{base}/{app}/"))).status_code == 200
+        # No SECRET_KEY given: the demo signs tokens with a secret of its own.
+        token = (await within(http.get(f"http://{base}/auth/token?user=ann"))).json()["token"]
+    chat = f"ws://{base}/chat/ws?name=ann"
+    hello = '{"type":"hello","channels":{"chat:lobby":{}}}'
+    async with connect(chat, subprotocols=[Subprotocol("nucleus.v1")]) as ann:
+        await ann.send(hello)
+        assert '"type":"joined"' in await within(ann.recv())
+        await ann.send('{"type":"msg","data":{"type":"say","room":"lobby","text":"hi"}}')
+        got = await within(ann.recv())
+        assert '"user":"ann"' in got and '"text":"hi"' in got and '"offset":1' in got
+    protocols = [Subprotocol("nucleus.v1"), Subprotocol(f"nucleus.token.{token}")]
+    async with connect(f"ws://{base}/auth/ws", subprotocols=protocols) as signed_in:
+        await signed_in.send('{"type":"hello","channels":{}}')
+        assert '"channel":"user:ann"' in await within(signed_in.recv())
     child.proc.send_signal(signal.SIGTERM)
     assert await within(child.proc.wait(), 15) == 0
+
+
+async def test_an_example_app_runs_with_one_command(spawn) -> None:  # type: ignore[no-untyped-def]
+    child = await spawn("serve", "examples.apps.dashboard:server")
+    async with httpx.AsyncClient() as http:
+        home = await within(http.get(f"http://127.0.0.1:{child.port}/"))
+        assert home.status_code == 302 and home.headers["location"] == "dashboard/"
+        page = await within(http.get(f"http://127.0.0.1:{child.port}/dashboard/"))
+        assert page.status_code == 200 and "charts.js" in page.text
+    child.proc.send_signal(signal.SIGTERM)
+    assert await within(child.proc.wait(), 15) == 0
+
+
+async def test_an_example_with_tokens_needs_a_secret() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env["PYTHONPATH"] = f"{ROOT / 'src'}{os.pathsep}{ROOT}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nucleus", "serve", "examples.apps.notifications:server",
+        "--port", "0", stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT)
+    _, err = await within(proc.communicate(), 20)
+    assert proc.returncode == 2
+    assert err.decode().count("\n") == 1 and "SECRET_KEY is not set" in err.decode()

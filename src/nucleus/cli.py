@@ -98,7 +98,9 @@ def _parser() -> _Parser:
         help="set SO_REUSEPORT, so that other processes may listen on the same port; "
              "always on with --workers > 1 (default: off)")
 
-    demo = commands.add_parser("demo", help="serve the chat demo at http://127.0.0.1:3000/")
+    demo = commands.add_parser(
+        "demo", help="serve the demo apps (chat, notifications, dashboard, sign-in) at "
+                     "http://127.0.0.1:3000/")
     demo.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default: 127.0.0.1)")
     demo.add_argument("--port", type=_port, default=3000,
@@ -160,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "demo":
         from .demo import create_app
 
-        print(f"Chat demo: open http://{args.host}:{args.port}/ in a browser", flush=True)
+        print(f"Demo apps: open http://{args.host}:{args.port}/ in a browser", flush=True)
         create_app().run(host=args.host, port=args.port)
     return 0
 

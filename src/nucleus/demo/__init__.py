@@ -1,48 +1,46 @@
 """
-The chat demo served by ``nucleus demo``: the guide's Chat Room, with a page.
+The demo apps served by ``nucleus demo``: the guide's four patterns, each a
+page using the browser client, on one :class:`StreamServer` with the embedded
+(memory) backend, behind a landing page at ``/``.
 
-Every socket joins the ``chat`` room; each ``{"user", "text"}`` message is
-validated and broadcast with a timestamp. The page uses the browser client.
+=================  ==================  ==========================================
+app                page                module
+=================  ==================  ==========================================
+Chat               ``/chat/``          :mod:`nucleus.demo.chat`
+Notifications      ``/notifications/`` :mod:`nucleus.demo.notifications`
+Live dashboard     ``/dashboard/``     :mod:`nucleus.demo.dashboard`
+Authenticated      ``/auth/``          :mod:`nucleus.demo.auth`
+=================  ==================  ==========================================
+
+Each module also has ``create_app()`` serving that app alone (``examples/apps/``).
+Pages and assets are package data in ``static/``; they load nothing from
+elsewhere. The apps count their own traffic into one :class:`Traffic`, which
+the dashboard charts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib import resources
+from ..stream import StreamServer
+from . import auth, chat, dashboard, notifications
+from ._rooms import Traffic
+from ._web import demo_secret, install_asset
 
-from ..stream import SocketMessage, StreamHandler, StreamHub, StreamServer, WebSocket
-
-__all__ = ["ChatHandler", "create_app"]
-
-ROOM = "chat"
+__all__ = ["create_app"]
 
 
-@dataclass(frozen=True)
-class ChatLine:
-    user: str
-    text: str
-
-
-class ChatHandler(StreamHandler):
-    async def on_connect(self, hub: StreamHub, socket: WebSocket) -> None:
-        await hub.join_room(socket.id, ROOM)
-
-    async def on_message(self, hub: StreamHub, socket: WebSocket, msg: SocketMessage) -> None:
-        line = msg.as_json(ChatLine)
-        if line is None or not line.text.strip():
-            await socket.send(SocketMessage.json({"error": "send {\"user\": str, \"text\": str}"}))
-            return
-        await hub.broadcast_to_room(ROOM, SocketMessage.json({
-            "user": line.user[:40] or "anon",
-            "text": line.text[:2000],
-            "timestamp": datetime.now(UTC),
-        }))
-
-
-def create_app() -> StreamServer:
+def create_app(secret: str | None = None, *, interval: float = dashboard.INTERVAL) -> StreamServer:
+    """
+    Every demo app on one server. Tokens are signed with ``secret``, else
+    ``$SECRET_KEY``, else a random secret made for this process (tokens then
+    die with it: a page holding one is refused after a restart, and says so).
+    ``interval``: seconds between dashboard samples.
+    """
+    secret = demo_secret(secret, generate=True)
     server = StreamServer()
-    server.route("/ws/chat", ChatHandler())
-    page = (resources.files("nucleus.demo") / "chat.html").read_bytes()
-    server.static("/", page, "text/html; charset=utf-8")
+    traffic = Traffic()
+    chat.install(server, traffic)
+    notifications.install(server, traffic, secret)
+    dashboard.install(server, traffic, interval)
+    auth.install(server, traffic, secret)
+    install_asset(server, "/", "index.html")
     return server
