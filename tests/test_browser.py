@@ -409,3 +409,50 @@ async def test_page_keeps_its_chat_when_its_node_is_killed(browser: Browser) -> 
         await a.aclose()
         await b.aclose()
         await delete_prefix(prefix)
+
+
+HEARTBEAT_PAGE = b"""<!doctype html><ul id="list"></ul><script type="module">
+  import { connect, Signal, renderList } from "/nucleus/stream.js";
+  const messages = new Signal([]);
+  window.gaps = [];
+  window.states = [];
+  const port = new URLSearchParams(location.search).get("via");
+  const stream = connect(`ws://127.0.0.1:${port}/ws`,
+                         { minDelay: 100, maxDelay: 300, heartbeat: 300, connectTimeout: 1000 });
+  stream.subscribe("general", (m) => messages.modify((list) => list.push(m)));
+  stream.on("gap", (gap) => window.gaps.push(gap.channel));
+  stream.on("state", (state) => window.states.push(state));
+  renderList(messages, document.getElementById("list"), (m) => String(m));
+</script>"""
+
+
+async def test_a_blackholed_link_is_noticed_by_the_heartbeat_and_recovered(
+    browser: Browser,
+) -> None:
+    from .cluster import TcpProxy
+
+    app = create_relay()
+    app.static("/heartbeat", HEARTBEAT_PAGE, "text/html; charset=utf-8")
+    host, port = await app.start("127.0.0.1", 0)
+    proxy = TcpProxy(("127.0.0.1", port))
+    await proxy.start()
+    try:
+        page = await browser.new_page()
+        await page.goto(f"http://{host}:{port}/heartbeat?via={proxy.port}")
+        await page.wait_for_function("window.states.includes('open')")
+        await app.hub.broadcast_to_room("general", SocketMessage.Text("m0"))
+        await wait_rendered(page, 1)
+        # The link goes silent without closing (a phone changing networks): only
+        # the page's heartbeat can tell.
+        proxy.stall()
+        for n in range(1, 6):
+            await app.hub.broadcast_to_room("general", SocketMessage.Text(f"m{n}"))
+        await page.wait_for_function("window.states.includes('reconnecting')", timeout=10_000)
+        proxy.resume()
+        await page.wait_for_function("window.states.filter(s => s === 'open').length >= 2",
+                                     timeout=20_000)
+        assert await wait_rendered(page, 6) == [f"m{n}" for n in range(6)]
+        assert await page.evaluate("window.gaps") == []
+    finally:
+        await proxy.aclose()
+        await app.aclose()
