@@ -127,6 +127,8 @@ async def test_bad_frames_get_errors_and_the_socket_stays_usable(serve: Serve) -
         await client.ws.send(bad)
         error = await client.next_control("error")
         assert error["code"] == "bad_request" and error["message"]
+        if bad == '{"type":"warp"}':
+            assert "unknown frame type 'warp'" in error["message"]
     await client.send({"type": "msg", "data": {"ok": True}})
     await client.send({"type": "msg", "text": "plain"})
     messages = []

@@ -231,3 +231,12 @@ def test_parse_reports_malformed_json(text: str) -> None:
     with pytest.raises(InvalidMessage, match=r"^malformed JSON: ") as caught:
         parse(text)
     assert caught.value.path is None
+
+
+def test_the_known_frame_types_named_in_errors_are_the_parsed_ones() -> None:
+    from typing import get_args
+
+    from nucleus.stream import _tagged
+
+    tags = {frame.__struct_config__.tag for frame in get_args(_tagged.ClientFrame)}
+    assert set(_tagged._CLIENT_TYPES) == tags

@@ -98,6 +98,19 @@ class Ping(msgspec.Struct, tag="ping", tag_field="type", frozen=True):
 ClientFrame = Union[Hello, Sub, Unsub, Msg, Req, Refresh, Ping]  # noqa: UP007 (msgspec needs a Union)
 
 _decoder = msgspec.json.Decoder(ClientFrame)
+_CLIENT_TYPES = ("hello", "sub", "unsub", "msg", "req", "refresh", "ping")
+
+
+class _Kind(msgspec.Struct):
+    type: object = None
+
+
+def _kind(text: str) -> object:
+    """The ``type`` of a frame that failed validation, if it has one."""
+    try:
+        return msgspec.json.decode(text, type=_Kind).type
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 def parse(text: str) -> ClientFrame:
@@ -106,6 +119,10 @@ def parse(text: str) -> ClientFrame:
         frame: ClientFrame = _decoder.decode(text)
         return frame
     except msgspec.ValidationError as exc:
+        kind = _kind(text)
+        if isinstance(kind, str) and kind not in _CLIENT_TYPES:
+            raise InvalidMessage(f"unknown frame type {kind!r}; this server knows "
+                                 f"{', '.join(_CLIENT_TYPES)}") from exc
         raise validation_error(exc) from exc
     except msgspec.DecodeError as exc:
         raise InvalidMessage(f"malformed JSON: {exc}") from exc
