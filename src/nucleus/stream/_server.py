@@ -46,6 +46,10 @@ HEALTH_ROUTE = "/healthz"
 #: Inbound message limit of every route unless it says otherwise (see RateLimit).
 DEFAULT_RATE_LIMIT = RateLimit()
 
+#: Payloads smaller than this many bytes are sent uncompressed: deflate saves
+#: little on them and its header bits can make them larger.
+DEFAULT_COMPRESSION_THRESHOLD = 512
+
 #: Seconds between sweeps of expired backend state (room histories).
 HOUSEKEEPING_INTERVAL = 30.0
 
@@ -64,6 +68,12 @@ class StreamServer:
     routes it answers ``GET /nucleus/stream.js`` (the browser client;
     ``serve_client=False`` turns it off) and ``GET /healthz`` (200, or 503
     while the backend is unreachable; ``health_path`` moves it, None removes it).
+
+    ``compression=True`` negotiates permessage-deflate (RFC 7692) on every
+    route of the native door, unless a route says otherwise; payloads under
+    ``compression_threshold`` bytes (default 512) are sent uncompressed. Under
+    an ASGI server, compression is that server's (uvicorn:
+    ``--ws-per-message-deflate``) and these settings do nothing.
     """
 
     def __init__(
@@ -84,6 +94,8 @@ class StreamServer:
         trusted_proxies: Iterable[str] = (),
         serve_client: bool = True,
         health_path: str | None = HEALTH_ROUTE,
+        compression: bool = False,
+        compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD,
     ) -> None:
         if hub is not None and backend is not None:
             raise RouteError("pass either hub= or backend=, not both")
@@ -93,6 +105,11 @@ class StreamServer:
         self.hub = hub
         self.limits = Limits(max_message_size, max_send_queue, ping_interval, ping_timeout,
                              close_timeout, handshake_timeout)
+        if compression_threshold < 0:
+            raise ConfigError(
+                f"compression_threshold must be 0 or more, got {compression_threshold}")
+        self.compression = compression
+        self.compression_threshold = compression_threshold
         self.hello_timeout = hello_timeout
         self.shutdown_timeout = shutdown_timeout
         self.door = DoorPolicy(
@@ -132,6 +149,8 @@ class StreamServer:
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         message_model: type | None = None,
         presence: bool = False,
+        compression: bool | None = None,
+        compression_threshold: int | None = None,
     ) -> Route:
         """
         Serve ``handler`` at ``path``.
@@ -143,7 +162,8 @@ class StreamServer:
         ``message_model`` rejects invalid messages before ``on_message``;
         ``presence=True`` lets library clients watch who is in the rooms they
         subscribed to (``stream.presence(room, callback)``): off by default,
-        since it reveals who is in a room.
+        since it reveals who is in a room. ``compression`` and
+        ``compression_threshold`` override the server's (``None``: inherit).
         """
         if path in self.routes:
             raise RouteError(f"route {path!r} is already declared")
@@ -164,6 +184,9 @@ class StreamServer:
             rate_limit,
             message_model,
             presence,
+            compression=self.compression if compression is None else compression,
+            compression_threshold=(self.compression_threshold if compression_threshold is None
+                                   else compression_threshold),
         )
         self.routes[path] = route
         return route
