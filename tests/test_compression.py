@@ -345,6 +345,7 @@ async def test_the_protocols_own_frames_do_not_touch_the_shared_compression(
             event = await within(room.handler.events.get())
         assert event[2] == SocketMessage.Text(json_message(n))
     assert not hasattr(extension, "encoder")  # never created: nothing was encoded by it
+    assert not hasattr(extension, "decoder")  # one per inbound message, freed at its end
     await ws.close()
     assert ws.close_code == 1000
 
