@@ -12,6 +12,15 @@ iteration :class:`NativeServer` writes every dirty buffer with one
 ``writelines`` call. A broadcast therefore costs one list append per member
 and one system call per member per loop turn, however many messages it holds.
 No task or timer exists for an idle socket; one sweep per server does keepalive.
+
+Compression (permessage-deflate, RFC 7692) is negotiated by websockets'
+extension, which also inflates what peers send, within the route's
+``max_message_size`` counted after inflating. Data frames never pass through
+the protocol's encoder: a peer that negotiated compression gets the
+:class:`Outgoing`'s shared compressed frame, built once per message. The
+server always asks for ``server_no_context_takeover``, so that one compressed
+frame is valid for every peer, and ``client_no_context_takeover``, so that no
+inflate state outlives a message (an idle socket keeps no zlib buffers).
 """
 
 from __future__ import annotations
@@ -25,6 +34,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from websockets.datastructures import Headers as WsHeaders
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -36,7 +49,7 @@ from ._message import Binary, Text
 from ._request import HandshakeRequest
 from ._session import Session
 from ._socket import Connection, WebSocket
-from ._wire import SUBPROTOCOL, Outgoing
+from ._wire import SUBPROTOCOL, Outgoing, deflate_key, frame_size
 
 if TYPE_CHECKING:
     from ._server import StreamServer
@@ -51,6 +64,14 @@ _OPEN = State.OPEN
 
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+#: What a compressing route offers (RFC 7692 §7.1). Stateless: shared by every
+#: connection. The protocol's own compressor is never used for data (see the
+#: module docstring), so no ``compress_settings``.
+_DEFLATE = ServerPerMessageDeflateFactory(
+    server_no_context_takeover=True,
+    client_no_context_takeover=True,
+)
 
 
 class _ServerProtocol(ServerProtocol):
@@ -93,6 +114,8 @@ class NativeConnection(asyncio.Protocol, Connection):
         "_buf",
         "_close_timer",
         "_counted_ip",
+        "_deflate",
+        "_deflate_from",
         "_eof",
         "_frag",
         "_last_seen",
@@ -132,6 +155,10 @@ class NativeConnection(asyncio.Protocol, Connection):
         self._timer: asyncio.TimerHandle | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._counted_ip: str | None = None
+        # Set when the peer negotiated permessage-deflate: its deflate_key, and
+        # the frame length from which a message goes out compressed.
+        self._deflate = 0
+        self._deflate_from = 0
         self.tagged = False
 
     # asyncio.Protocol
@@ -231,6 +258,7 @@ class NativeConnection(asyncio.Protocol, Connection):
         proto = self._proto
         proto.max_message_size = route.max_message_size
         self._max_send_queue = route.max_send_queue
+        proto.available_extensions = [_DEFLATE] if route.compression else None
         response = proto.accept(request)
         proto.send_response(response)
         # websockets' parser generator keeps the request alive for the whole
@@ -240,6 +268,10 @@ class NativeConnection(asyncio.Protocol, Connection):
             return
         self._open = True
         self.tagged = proto.subprotocol == SUBPROTOCOL
+        for extension in proto.extensions:
+            if isinstance(extension, PerMessageDeflate):
+                self._deflate = deflate_key(self.tagged, extension.local_max_window_bits)
+                self._deflate_from = frame_size(route.compression_threshold)
         self._last_seen = self._server.loop.time()
         if app.door.guard.enabled and admission.client_ip is not None:
             self._counted_ip = admission.client_ip
@@ -326,6 +358,10 @@ class NativeConnection(asyncio.Protocol, Connection):
             frame = out._tagged_frame or out.tagged_frame
         else:
             frame = out._raw_frame or out.raw_frame
+        # A frame is as long as its payload plus a header that grows with it,
+        # so comparing frame lengths compares payloads.
+        if self._deflate and len(frame) >= self._deflate_from:
+            frame = out.deflated_frame(self._deflate)
         buf = self._buf
         if not buf:
             self._server.mark_dirty(self)

@@ -63,7 +63,9 @@ class Route:
     ``origins`` is the browser Origin allow-list; ``rate_limit`` caps inbound
     messages (``None``: unlimited); ``message_model`` validates every inbound
     message before ``on_message`` sees it; ``presence`` lets library clients
-    watch who is in the rooms they are subscribed to.
+    watch who is in the rooms they are subscribed to. ``compression`` offers
+    permessage-deflate on the native door; messages whose payload is smaller
+    than ``compression_threshold`` bytes still go out uncompressed.
     """
 
     path: str
@@ -75,6 +77,8 @@ class Route:
     rate_limit: RateLimit | None = None
     message_model: type | None = None
     presence: bool = False
+    compression: bool = False
+    compression_threshold: int = 512
     limiter: RateLimiter | None = field(init=False, default=None)
 
     @property
@@ -99,3 +103,6 @@ class Route:
             )
         if self.max_message_size <= 0 or self.max_send_queue <= 0:
             raise ConfigError(f"route {self.path!r}: limits must be positive")
+        if self.compression_threshold < 0:
+            raise ConfigError(f"route {self.path!r}: compression_threshold must be 0 or more, "
+                              f"got {self.compression_threshold}")

@@ -63,6 +63,10 @@ METRICS_ROUTE = "/metrics"
 #: Inbound message limit of every route unless it says otherwise (see RateLimit).
 DEFAULT_RATE_LIMIT = RateLimit()
 
+#: Payloads smaller than this many bytes are sent uncompressed: deflate saves
+#: little on them and its header bits can make them larger.
+DEFAULT_COMPRESSION_THRESHOLD = 512
+
 #: Seconds between sweeps of expired backend state (room histories).
 HOUSEKEEPING_INTERVAL = 30.0
 
@@ -89,6 +93,12 @@ class StreamServer:
     ``serve_client=False`` turns both off), ``GET /healthz`` (200, or 503
     while the backend is unreachable; ``health_path`` moves it, None removes it)
     and ``GET /metrics`` (Prometheus; ``metrics_path``, likewise).
+
+    ``compression=True`` negotiates permessage-deflate (RFC 7692) on every
+    route of the native door, unless a route says otherwise; payloads under
+    ``compression_threshold`` bytes (default 512) are sent uncompressed. Under
+    an ASGI server, compression is that server's (uvicorn:
+    ``--ws-per-message-deflate``) and these settings do nothing.
     """
 
     def __init__(
@@ -110,6 +120,8 @@ class StreamServer:
         serve_client: bool = True,
         health_path: str | None = HEALTH_ROUTE,
         metrics_path: str | None = METRICS_ROUTE,
+        compression: bool = False,
+        compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD,
     ) -> None:
         if hub is not None and backend is not None:
             raise RouteError("pass either hub= or backend=, not both")
@@ -119,6 +131,11 @@ class StreamServer:
         self.hub = hub
         self.limits = Limits(max_message_size, max_send_queue, ping_interval, ping_timeout,
                              close_timeout, handshake_timeout)
+        if compression_threshold < 0:
+            raise ConfigError(
+                f"compression_threshold must be 0 or more, got {compression_threshold}")
+        self.compression = compression
+        self.compression_threshold = compression_threshold
         self.hello_timeout = hello_timeout
         self.shutdown_timeout = shutdown_timeout
         self.door = DoorPolicy(
@@ -165,6 +182,8 @@ class StreamServer:
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         message_model: type | None = None,
         presence: bool = False,
+        compression: bool | None = None,
+        compression_threshold: int | None = None,
     ) -> Route:
         """
         Serve ``handler`` at ``path``.
@@ -176,7 +195,8 @@ class StreamServer:
         ``message_model`` rejects invalid messages before ``on_message``;
         ``presence=True`` lets library clients watch who is in the rooms they
         subscribed to (``stream.presence(room, callback)``): off by default,
-        since it reveals who is in a room.
+        since it reveals who is in a room. ``compression`` and
+        ``compression_threshold`` override the server's (``None``: inherit).
         """
         if path in self.routes:
             raise RouteError(f"route {path!r} is already declared")
@@ -197,6 +217,9 @@ class StreamServer:
             rate_limit,
             message_model,
             presence,
+            compression=self.compression if compression is None else compression,
+            compression_threshold=(self.compression_threshold if compression_threshold is None
+                                   else compression_threshold),
         )
         self.routes[path] = route
         return route
