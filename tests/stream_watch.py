@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from nucleus.client import ErrorInfo, Gap, State, Stream
 
@@ -57,3 +57,31 @@ async def take(items: AsyncIterator[T], count: int, seconds: float = DEADLINE) -
 
     result: list[T] = await within(collect(), seconds)
     return result
+
+
+class Collector(Generic[T]):
+    """Consumes ``items`` in a task of its own, as an application would, into :attr:`items`."""
+
+    def __init__(self, items: AsyncIterator[T]) -> None:
+        self.items: list[T] = []
+        self._grew = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._consume(items))
+
+    async def _consume(self, items: AsyncIterator[T]) -> None:
+        async for item in items:
+            self.items.append(item)
+            self._grew.set()
+
+    async def until(self, count: int, seconds: float = DEADLINE) -> list[T]:
+        """Wait until ``count`` items came (within ``seconds``); return them all."""
+        async def wait() -> None:
+            while len(self.items) < count:
+                self._grew.clear()
+                await self._grew.wait()
+
+        await within(wait(), seconds)
+        return self.items
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)

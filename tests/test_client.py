@@ -18,41 +18,12 @@ from nucleus.client import (
     SubscriptionRefused,
     connect,
 )
-from nucleus.stream import (
-    ConfigError,
-    RequestError,
-    SocketMessage,
-    StreamHub,
-    StreamServer,
-    WebSocket,
-)
+from nucleus.stream import ConfigError, SocketMessage, StreamServer
 
+from .apps.channels import Open
 from .conftest import Serve
-from .helpers import Recorder, within
+from .helpers import within
 from .stream_watch import Watch, take
-
-
-class Open(Recorder):
-    """Allows every subscription but 'secret*'; answers requests; identifies ?user=."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = asyncio.Event()
-
-    async def on_connect(self, hub: StreamHub, socket: WebSocket) -> None:
-        if socket.query.get("user"):
-            await hub.identify(socket.id, socket.query["user"])
-        await super().on_connect(hub, socket)
-
-    async def on_subscribe(self, hub: StreamHub, socket: WebSocket, channel: str) -> bool:
-        return not channel.startswith("secret")
-
-    async def on_request(self, hub: StreamHub, socket: WebSocket, data: Any) -> Any:
-        if data == "slow":
-            await self.release.wait()
-        if isinstance(data, dict) and data.get("item") == "gold":
-            raise RequestError("out_of_stock", "no gold left")
-        return {"echo": data, "user": socket.user_id}
 
 
 async def open_server(serve: Serve, handler: Open | None = None) -> tuple[StreamServer, str]:

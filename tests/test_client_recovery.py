@@ -1,0 +1,204 @@
+"""
+nucleus.client across broken networks and restarts, the browser client's
+scenarios: every message once and in order within the history, or a gap.
+The network is broken for real, by a TCP relay between client and server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from nucleus.client import RequestFailed, State, connect
+from nucleus.stream import HistoryPolicy, SocketMessage, StreamServer
+
+from .apps.channels import Open
+from .conftest import Serve
+from .helpers import port_of, within
+from .proxy import TcpProxy
+from .stream_watch import Collector, Watch, take
+
+#: Reconnect at once in tests: the delays' logic is tested without a clock.
+FAST: dict[str, Any] = {"min_delay": 0.01, "max_delay": 0.1, "restart_delay": (0.01, 0.05)}
+
+ProxyTo = Callable[[int], Awaitable[TcpProxy]]
+
+
+@pytest.fixture
+async def proxy_to() -> AsyncIterator[ProxyTo]:
+    proxies: list[TcpProxy] = []
+
+    async def start(port: int) -> TcpProxy:
+        proxies.append(await TcpProxy(port).start())
+        return proxies[-1]
+
+    yield start
+    for proxy in proxies:
+        await proxy.aclose()
+
+
+async def broadcast(server: StreamServer, room: str, *items: Any) -> int:
+    offset = 0
+    for item in items:
+        offset = await server.hub.broadcast_to_room(room, SocketMessage.json(item))
+    return offset
+
+
+async def test_a_network_blip_loses_nothing_and_sends_wait_for_the_link(
+    serve: Serve, proxy_to: ProxyTo
+) -> None:
+    handler = Open()
+    server = StreamServer()
+    server.route("/ws", handler)
+    proxy = await proxy_to(port_of(await serve(server)))
+    async with connect(proxy.url(), **FAST) as stream:
+        watch = Watch(stream)
+        chat = await stream.subscribe("chat")
+        await broadcast(server, "chat", *range(5))
+        assert await take(chat, 5) == list(range(5))
+
+        proxy.down = True
+        proxy.cut()
+        await watch.until(lambda: State.RECONNECTING in watch.states)
+        await broadcast(server, "chat", *range(5, 15))  # missed while away
+        await stream.send("sent while away")
+        await stream.send({"n": 2})
+        proxy.down = False
+        await watch.until(lambda: watch.reopened == 1)
+        await broadcast(server, "chat", *range(15, 20))
+        assert await take(chat, 15) == list(range(5, 20))
+        assert watch.gaps == [] and watch.errors == []
+
+        received = []
+        while len(received) < 2:
+            kind, _, msg = await within(handler.events.get())
+            if kind == "message":
+                received.append(msg.payload)
+        assert received == ["sent while away", '{"n":2}']
+
+
+async def test_away_longer_than_the_history_is_a_gap(serve: Serve, proxy_to: ProxyTo) -> None:
+    server = StreamServer()
+    server.route("/ws", Open())
+    server.history("chat", HistoryPolicy(size=5, ttl=60))
+    proxy = await proxy_to(port_of(await serve(server)))
+    async with connect(proxy.url(), **FAST) as stream:
+        watch = Watch(stream)
+        chat = await stream.subscribe("chat")
+        await broadcast(server, "chat", "before")
+        assert await take(chat, 1) == ["before"]
+        proxy.down = True
+        proxy.cut()
+        await watch.until(lambda: State.RECONNECTING in watch.states)
+        last = await broadcast(server, "chat", *(f"lost{n}" for n in range(10)))  # 5 kept
+        proxy.down = False
+        await watch.until(lambda: bool(watch.gaps))
+        (gap,) = watch.gaps
+        assert (gap.channel, gap.offset) == ("chat", last)
+        await broadcast(server, "chat", "after")
+        assert await take(chat, 1) == ["after"]  # nothing of the lost stretch, nothing twice
+
+
+async def test_a_server_restart_with_the_memory_backend_is_a_gap(proxy_to: ProxyTo) -> None:
+    servers = [StreamServer(), StreamServer()]
+    for server in servers:
+        server.route("/ws", Open())
+    _, port = await servers[0].start("127.0.0.1", 0)
+    proxy = await proxy_to(port)
+    try:
+        async with connect(proxy.url(), **FAST) as stream:
+            watch = Watch(stream)
+            chat = await stream.subscribe("chat")
+            await broadcast(servers[0], "chat", "a0", "a1")
+            assert await take(chat, 2) == ["a0", "a1"]
+            await servers[0].aclose()  # 1001: the history dies with the process
+            await watch.until(lambda: State.RECONNECTING in watch.states)
+            _, proxy.target = await servers[1].start("127.0.0.1", 0)
+            await watch.until(lambda: bool(watch.gaps))
+            assert watch.gaps[0].channel == "chat" and stream.state is State.OPEN
+            await broadcast(servers[1], "chat", "b0", "b1")
+            assert await take(chat, 2) == ["b0", "b1"]
+            assert watch.errors == []
+    finally:
+        await servers[1].aclose()
+
+
+@pytest.mark.usefixtures("any_backend")
+async def test_live_messages_racing_the_replay_arrive_exactly_once_in_order(
+    serve: Serve, proxy_to: ProxyTo
+) -> None:
+    server = StreamServer()
+    server.route("/ws", Open())
+    server.history("race", HistoryPolicy(size=100_000, ttl=300))
+    proxy = await proxy_to(port_of(await serve(server)))
+    async with connect(proxy.url(), **FAST) as stream:
+        watch = Watch(stream)
+        race = await stream.subscribe("race")
+        stop = asyncio.Event()
+        sent = 0
+
+        async def publish() -> None:
+            nonlocal sent
+            while not stop.is_set():
+                await broadcast(server, "race", sent)
+                sent += 1
+                if sent % 5 == 0:
+                    await asyncio.sleep(0)
+
+        publisher = asyncio.create_task(publish())
+        received = Collector(race)  # consumed all along, as an application does
+        for cuts in range(1, 11):
+            await received.until(len(received.items) + 5)
+            proxy.cut()  # the client resubscribes while the publisher keeps going
+            await watch.until(lambda cuts=cuts: watch.reopened == cuts)  # type: ignore[misc]
+        stop.set()
+        await within(publisher)
+        assert await received.until(sent, seconds=60) == list(range(sent))
+        await received.aclose()
+        assert watch.gaps == []
+
+
+async def test_a_request_the_link_took_fails_and_one_made_while_away_waits(
+    serve_native: Serve, proxy_to: ProxyTo
+) -> None:
+    handler = Open()
+    server = StreamServer()
+    server.route("/ws", handler)
+    proxy = await proxy_to(port_of(await serve_native(server)))
+    async with connect(proxy.url(), **FAST) as stream:
+        watch = Watch(stream)
+        slow = asyncio.create_task(stream.request("slow"))
+        await within(handler.asked.wait())  # the server has it
+        proxy.down = True
+        proxy.cut()
+        with pytest.raises(RequestFailed) as dropped:
+            await within(slow)
+        assert dropped.value.code == "disconnected"  # never resent: it may have been acted on
+        await watch.until(lambda: State.RECONNECTING in watch.states)
+        with pytest.raises(RequestFailed) as rejected:
+            await stream.request(1, offline="reject")
+        assert rejected.value.code == "offline"
+        queued = asyncio.create_task(stream.request("made while away"))
+        handler.release.set()
+        proxy.down = False
+        assert (await within(queued))["echo"] == "made while away"
+
+
+async def test_keepalive_pings_find_a_silent_link_and_recovery_follows(
+    serve_native: Serve, proxy_to: ProxyTo
+) -> None:
+    server = StreamServer()
+    server.route("/ws", Open())
+    proxy = await proxy_to(port_of(await serve_native(server)))
+    timing = {"ping_interval": 0.2, "ping_timeout": 0.2, "close_timeout": 0.2}
+    async with connect(proxy.url(), **FAST, **timing) as stream:
+        watch = Watch(stream)
+        chat = await stream.subscribe("chat")
+        proxy.silence()  # the link looks open to both ends, and carries nothing
+        await broadcast(server, "chat", "while silent")
+        await watch.until(lambda: watch.reopened == 1)
+        assert await take(chat, 1) == ["while silent"]
+        assert watch.gaps == []
