@@ -19,7 +19,10 @@ import uvloop
 
 from nucleus.stream import StreamServer
 
+from .proxy import TcpProxy
+
 Serve = Callable[[StreamServer], Awaitable[str]]
+ProxyTo = Callable[[int], Awaitable[TcpProxy]]
 
 FRONT_DOORS = ["native", "asgi"]
 
@@ -92,6 +95,20 @@ async def serve_native() -> AsyncIterator[Serve]:
     yield start
     for app in apps:
         await app.aclose()
+
+
+@pytest.fixture
+async def proxy_to() -> AsyncIterator[Callable[[int], Awaitable[TcpProxy]]]:
+    """Start TCP relays to a port (``tests/proxy.py``): a network a test can break."""
+    proxies: list[TcpProxy] = []
+
+    async def start(port: int) -> TcpProxy:
+        proxies.append(await TcpProxy(port).start())
+        return proxies[-1]
+
+    yield start
+    for proxy in proxies:
+        await proxy.aclose()
 
 
 @pytest.fixture

@@ -12,6 +12,9 @@ from .helpers import DEADLINE, within
 
 T = TypeVar("T")
 
+#: connect() options that reconnect at once: tests wait on events, never on backoff.
+FAST: dict[str, Any] = {"min_delay": 0.01, "max_delay": 0.1, "restart_delay": (0.01, 0.05)}
+
 
 class Watch:
     """Every state, gap and error of ``stream`` from now on; ``until()`` waits for a condition."""

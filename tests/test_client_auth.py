@@ -24,10 +24,9 @@ from nucleus.stream import HandshakeRequest, StreamServer
 from .apps.channels import Open
 from .conftest import Serve
 from .helpers import eventually, within
-from .stream_watch import Watch, take
+from .stream_watch import FAST, Watch, take
 
 SECRET = "c" * 32
-FAST: dict[str, Any] = {"min_delay": 0.01, "max_delay": 0.1, "restart_delay": (0.01, 0.05)}
 
 
 class CountingAuth:

@@ -2,12 +2,13 @@
 nucleus.client across broken networks and restarts, the browser client's
 scenarios: every message once and in order within the history, or a gap.
 The network is broken for real, by a TCP relay between client and server.
+(Live messages racing the replay, and many clients flapping under load, are
+in ``test_channels.py``, on every backend.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,28 +17,9 @@ from nucleus.client import RequestFailed, State, connect
 from nucleus.stream import HistoryPolicy, SocketMessage, StreamServer
 
 from .apps.channels import Open
-from .conftest import Serve
+from .conftest import ProxyTo, Serve
 from .helpers import port_of, within
-from .proxy import TcpProxy
-from .stream_watch import Collector, Watch, take
-
-#: Reconnect at once in tests: the delays' logic is tested without a clock.
-FAST: dict[str, Any] = {"min_delay": 0.01, "max_delay": 0.1, "restart_delay": (0.01, 0.05)}
-
-ProxyTo = Callable[[int], Awaitable[TcpProxy]]
-
-
-@pytest.fixture
-async def proxy_to() -> AsyncIterator[ProxyTo]:
-    proxies: list[TcpProxy] = []
-
-    async def start(port: int) -> TcpProxy:
-        proxies.append(await TcpProxy(port).start())
-        return proxies[-1]
-
-    yield start
-    for proxy in proxies:
-        await proxy.aclose()
+from .stream_watch import FAST, Watch, take
 
 
 async def broadcast(server: StreamServer, room: str, *items: Any) -> int:
@@ -124,41 +106,6 @@ async def test_a_server_restart_with_the_memory_backend_is_a_gap(proxy_to: Proxy
             assert watch.errors == []
     finally:
         await servers[1].aclose()
-
-
-@pytest.mark.usefixtures("any_backend")
-async def test_live_messages_racing_the_replay_arrive_exactly_once_in_order(
-    serve: Serve, proxy_to: ProxyTo
-) -> None:
-    server = StreamServer()
-    server.route("/ws", Open())
-    server.history("race", HistoryPolicy(size=100_000, ttl=300))
-    proxy = await proxy_to(port_of(await serve(server)))
-    async with connect(proxy.url(), **FAST) as stream:
-        watch = Watch(stream)
-        race = await stream.subscribe("race")
-        stop = asyncio.Event()
-        sent = 0
-
-        async def publish() -> None:
-            nonlocal sent
-            while not stop.is_set():
-                await broadcast(server, "race", sent)
-                sent += 1
-                if sent % 5 == 0:
-                    await asyncio.sleep(0)
-
-        publisher = asyncio.create_task(publish())
-        received = Collector(race)  # consumed all along, as an application does
-        for cuts in range(1, 11):
-            await received.until(len(received.items) + 5)
-            proxy.cut()  # the client resubscribes while the publisher keeps going
-            await watch.until(lambda cuts=cuts: watch.reopened == cuts)  # type: ignore[misc]
-        stop.set()
-        await within(publisher)
-        assert await received.until(sent, seconds=60) == list(range(sent))
-        await received.aclose()
-        assert watch.gaps == []
 
 
 async def test_a_request_the_link_took_fails_and_one_made_while_away_waits(
