@@ -301,3 +301,24 @@ async def test_a_server_without_the_subprotocol_gets_raw_messages(
         assert offline.value.code == "offline"
     assert "unsupported_protocol" in caplog.text
 
+
+
+async def test_get_token_failures_are_retried_and_unusable_tokens_are_final(
+    scripted: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, url = await scripted(stay)
+    answers: list[Any] = [RuntimeError("vault down"), "a.b.c"]
+
+    def get_token() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return str(answer)
+
+    async with connect(url, get_token=get_token, **FAST) as stream:
+        assert stream.state is State.OPEN and server.connections == 1
+    assert "token_unavailable" in caplog.text and "vault down" in caplog.text
+
+    with pytest.raises(StreamClosed) as unusable:
+        await within(connect(url, get_token=lambda: "not a subprotocol", **FAST))
+    assert unusable.value.code == "connect_failed" and server.connections == 1

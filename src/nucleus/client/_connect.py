@@ -17,8 +17,9 @@ from websockets.datastructures import HeadersLike
 
 from nucleus.stream import ConfigError
 
+from ._dial import Config, TokenGetter
 from ._policy import fits_subprotocol
-from ._stream import Config, Stream, TokenGetter
+from ._stream import Stream
 
 __all__ = ["connect"]
 

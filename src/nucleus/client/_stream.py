@@ -13,28 +13,26 @@ futures and events this task settles; nothing here parses a frame.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 from websockets.protocol import State as WsState
-from websockets.typing import Subprotocol
 
 from nucleus.stream import SUBPROTOCOL
 from nucleus.stream._message import decode_as
 
+from ._dial import Config, Unusable, describe, dial, fetch_token
 from ._errors import RequestFailed, StreamClosed, SubscriptionRefused
 from ._events import ErrorInfo, Gap, Meta, State
-from ._policy import after_close, backoff, fits_subprotocol, refresh_delay
+from ._listeners import Listeners
+from ._policy import after_close, backoff, refresh_delay
 from ._protocol import (
     Answer,
     ClientProtocol,
@@ -50,42 +48,11 @@ from ._subscription import DirectMessages, Subscription
 if TYPE_CHECKING:
     from ._inbox import Inbox
 
-__all__ = ["Config", "Stream", "TokenGetter"]
+__all__ = ["Stream"]
 
 logger = logging.getLogger("nucleus.client")
 
 T = TypeVar("T")
-
-#: ``get_token``: returns (or awaits) a token, or ``None`` for none.
-TokenGetter = Callable[[], "str | Awaitable[str | None] | None"]
-
-TOKEN_PREFIX = "nucleus.token."
-
-_EVENTS = ("state", "gap", "message", "error")
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """A stream's settings, checked by ``connect()``."""
-
-    url: str
-    token: str | None = None
-    get_token: TokenGetter | None = None
-    token_in: Literal["protocol", "query", "header"] = "protocol"
-    min_delay: float = 0.5
-    max_delay: float = 30.0
-    stable_after: float = 5.0
-    refresh_before: float = 30.0
-    restart_delay: tuple[float, float] = (0.5, 5.0)
-    max_queue: int = 1000
-    max_buffer: int = 1000
-    open_timeout: float | None = 10.0
-    unsubscribe_timeout: float = 10.0
-    websockets_options: dict[str, Any] = field(default_factory=dict)
-
-
-class _Unusable(Exception):
-    """A token that cannot travel as a subprotocol: retrying cannot help."""
 
 
 @dataclass(slots=True)
@@ -110,7 +77,7 @@ class Stream:
         self._requests: dict[int, asyncio.Future[Answer]] = {}
         self._unsubs: dict[int, asyncio.Future[None]] = {}
         self._direct: set[Inbox[Message]] = set()
-        self._listeners: dict[str, list[Callable[..., object]]] = {}
+        self._listeners = Listeners()
         self._wake = asyncio.Event()  # the outbox has something
         self._room = asyncio.Event()  # the outbox has room
         self._opened = asyncio.Event()  # opened once, or ended
@@ -142,7 +109,7 @@ class Stream:
         """
         if not isinstance(channel, str) or not channel:
             raise TypeError("channel must be a non-empty string")
-        self._check_open()
+        self._check_not_closed()
         entry = self._channels.get(channel)
         if entry is None:
             joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -167,12 +134,12 @@ class Stream:
         ``max_queue`` messages (then :class:`SendQueueFull`); while open this
         waits when as many are still being written.
         """
-        self._check_open()
+        self._check_not_closed()
         body, is_json = encode_message(data)
         while self._protocol.open and self._protocol.backlog >= self._config.max_queue:
             self._room.clear()
             await self._room.wait()
-            self._check_open()
+            self._check_not_closed()
         self._protocol.send(body, is_json)
         self._wake.set()
 
@@ -264,19 +231,7 @@ class Stream:
         Callbacks are plain functions, called in the stream's task: they must
         not block, and what they raise is logged, not propagated.
         """
-        if event not in _EVENTS:
-            raise ValueError(f"no such event {event!r}; use one of {', '.join(_EVENTS)}")
-        if not callable(callback) or inspect.iscoroutinefunction(callback):
-            raise TypeError("callback must be a plain function (start a task from it to await)")
-        entry = _Listener(callback)
-        listeners = self._listeners.setdefault(event, [])
-        listeners.append(entry)
-
-        def remove() -> None:
-            if entry in listeners:
-                listeners.remove(entry)
-
-        return remove
+        return self._listeners.add(event, callback)
 
     async def close(self) -> None:
         """
@@ -348,14 +303,14 @@ class Stream:
                 await asyncio.sleep(delay)
             if config.get_token is not None:
                 try:
-                    self._token = await _fetch(config.get_token)
+                    self._token = await fetch_token(config.get_token)
                 except Exception as exc:
                     self._report(ErrorInfo("token_unavailable", f"get_token() failed: {exc!r}"))
                     delay = retry()
                     continue
             try:
-                ws = await self._dial()
-            except _Unusable as exc:
+                ws = await dial(config, self._token)
+            except Unusable as exc:
                 self._finish(ErrorInfo("connect_failed", str(exc)))
                 return
             except InvalidStatus as exc:
@@ -375,7 +330,7 @@ class Stream:
                 return
             except (OSError, TimeoutError, WebSocketException) as exc:
                 delay = retry()
-                logger.info("connecting failed (%s); retrying in %.2f s", _describe(exc), delay)
+                logger.info("connecting failed (%s); retrying in %.2f s", describe(exc), delay)
                 continue
             auth_retried = False
             opened_at = loop.time()
@@ -396,25 +351,6 @@ class Stream:
             else:
                 delay = retry()
             logger.info("connection closed (%d); reconnecting in %.2f s", code, delay)
-
-    async def _dial(self) -> ClientConnection:
-        config = self._config
-        url, token = config.url, self._token
-        protocols = [Subprotocol(SUBPROTOCOL)]
-        headers: list[tuple[str, str]] = list(config.websockets_options["additional_headers"])
-        if token:
-            if config.token_in == "query":
-                url = _with_query_token(url, token)
-            elif config.token_in == "header":
-                headers.append(("Authorization", f"Bearer {token}"))
-            elif fits_subprotocol(token):
-                protocols.append(Subprotocol(TOKEN_PREFIX + token))
-            else:
-                raise _Unusable("the token has characters a subprotocol cannot hold; "
-                                "use token_in='header' or 'query'")
-        options = {**config.websockets_options, "additional_headers": headers or None}
-        return await ws_connect(url, subprotocols=protocols, open_timeout=config.open_timeout,
-                                **options)
 
     async def _serve(self, ws: ClientConnection) -> tuple[int, str]:
         """Serve one connection until it closes; returns its close code and reason."""
@@ -488,7 +424,7 @@ class Stream:
                                       self._config.refresh_before)) is not None:
             await asyncio.sleep(delay)
             try:
-                self._token = await _fetch(get_token)
+                self._token = await fetch_token(get_token)
             except Exception as exc:
                 self._report(ErrorInfo("token_unavailable", f"get_token() failed: {exc!r}"))
                 return
@@ -517,15 +453,15 @@ class Stream:
             if answer is not None and not answer.done():
                 answer.set_result(event)
         elif isinstance(event, Gap):
-            self._emit("gap", event)
+            self._listeners.emit("gap", event)
         else:
             if event.id is not None:
                 self._unsubscribed(event.id)  # an unsub refused is over too
             self._report(event)
 
     async def _deliver_direct(self, message: Message) -> None:
-        if self._listeners.get("message"):
-            self._emit("message", message.data(), message.meta)
+        if "message" in self._listeners:
+            self._listeners.emit("message", message.data(), message.meta)
         for inbox in list(self._direct):
             await inbox.put(message)
 
@@ -539,7 +475,7 @@ class Stream:
             entry.joined.set_exception(error)
         for subscription in entry.subscriptions:
             subscription._inbox.end(error)
-        self._emit("error", event.error)  # raised where it is awaited: no need to log it
+        self._listeners.emit("error", event.error)  # raised where it is awaited: no need to log it
 
     def _unsubscribed(self, unsub_id: int) -> None:
         waiter = self._unsubs.pop(unsub_id, None)
@@ -572,7 +508,7 @@ class Stream:
         self._wake.set()
         return unsub_id
 
-    def _check_open(self) -> None:
+    def _check_not_closed(self) -> None:
         if self._state is State.CLOSED:
             raise _copy(self._close_error) if self._close_error else StreamClosed(
                 "closed", "the stream is closed")
@@ -585,20 +521,13 @@ class Stream:
     def _set_state(self, state: State) -> None:
         if state is not self._state:
             self._state = state
-            self._emit("state", state)
+            self._listeners.emit("state", state)
 
     def _report(self, info: ErrorInfo) -> None:
-        if self._listeners.get("error"):
-            self._emit("error", info)
+        if "error" in self._listeners:
+            self._listeners.emit("error", info)
         else:
             logger.warning("%s: %s", info.code, info.message)
-
-    def _emit(self, event: str, *args: Any) -> None:
-        for listener in list(self._listeners.get(event, ())):
-            try:
-                listener(*args)
-            except Exception:
-                logger.exception("a %r listener failed", event)
 
     def _finish(self, error: ErrorInfo | None) -> None:
         """End for good (idempotent): settle everything anyone awaits."""
@@ -631,40 +560,6 @@ class Stream:
         self._token = None
         self._opened.set()
         self._ended.set()
-
-
-class _Listener:
-    """One registration: the same callback registered twice is two listeners."""
-
-    __slots__ = ("callback",)
-
-    def __init__(self, callback: Callable[..., object]) -> None:
-        self.callback = callback
-
-    def __call__(self, *args: Any) -> object:
-        return self.callback(*args)
-
-
-async def _fetch(get_token: TokenGetter) -> str | None:
-    token = get_token()
-    if inspect.isawaitable(token):
-        token = await token
-    if token is not None and not isinstance(token, str):
-        raise TypeError(f"get_token() returned {type(token).__name__}, not a str or None")
-    return token or None
-
-
-def _with_query_token(url: str, token: str) -> str:
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "token"]
-    return urlunsplit(parts._replace(query=urlencode([*query, ("token", token)])))
-
-
-def _describe(exc: BaseException) -> str:
-    # Never the URL: it may hold a query token.
-    if isinstance(exc, InvalidStatus):
-        return f"HTTP {exc.response.status_code}"
-    return type(exc).__name__ if isinstance(exc, InvalidURI) else str(exc) or type(exc).__name__
 
 
 def _copy(error: StreamClosed) -> StreamClosed:
