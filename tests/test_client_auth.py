@@ -17,7 +17,14 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from nucleus.client import RequestFailed, State, Stream, StreamClosed, connect
+from nucleus.client import (
+    RequestFailed,
+    State,
+    Stream,
+    StreamClosed,
+    SubscriptionRefused,
+    connect,
+)
 from nucleus.fortress import Fortress, TokenAuth
 from nucleus.stream import HandshakeRequest, StreamServer
 
@@ -299,6 +306,9 @@ async def test_a_server_without_the_subprotocol_gets_raw_messages(
         with pytest.raises(RequestFailed) as offline:
             await stream.request("q")
         assert offline.value.code == "offline"
+        with pytest.raises(SubscriptionRefused) as no_channels:
+            await stream.subscribe("chat")
+        assert no_channels.value.code == "unsupported_protocol"
     assert "unsupported_protocol" in caplog.text
 
 

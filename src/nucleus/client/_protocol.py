@@ -169,6 +169,7 @@ class ClientProtocol:
         """
         self.open, self.tagged = True, tagged
         if not tagged:
+            self.channels.clear()
             dropped = list(self._requests)
             self._drop(lambda item: item.kind is Kind.REQUEST)
             self._requests.clear()

@@ -54,6 +54,9 @@ logger = logging.getLogger("nucleus.client")
 
 T = TypeVar("T")
 
+_NO_CHANNELS = ErrorInfo("unsupported_protocol",
+                         f"the server does not speak {SUBPROTOCOL}: it has no channels")
+
 
 @dataclass(slots=True)
 class _Channel:
@@ -110,6 +113,8 @@ class Stream:
         if not isinstance(channel, str) or not channel:
             raise TypeError("channel must be a non-empty string")
         self._check_not_closed()
+        if self._protocol.open and not self._protocol.tagged:
+            raise SubscriptionRefused(_NO_CHANNELS.code, _NO_CHANNELS.message, channel)
         entry = self._channels.get(channel)
         if entry is None:
             joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -363,6 +368,8 @@ class Stream:
         self._set_state(State.OPEN)
         self._opened.set()
         if not tagged:
+            for channel in list(self._channels):
+                self._refuse(Refused(channel, _NO_CHANNELS))
             self._report(ErrorInfo("unsupported_protocol", (
                 f"the server did not select {SUBPROTOCOL}; every frame is delivered "
                 "as a direct message")))
