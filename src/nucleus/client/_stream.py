@@ -13,6 +13,7 @@ futures and events this task settles; nothing here parses a frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -497,8 +498,11 @@ class Stream:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._unsubs[unsub_id] = waiter
-        async with asyncio.timeout(self._config.unsubscribe_timeout):
-            await waiter
+        # The client forgot the channel already; the answer only says the server did.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._config.unsubscribe_timeout):
+                await waiter
+        self._unsubs.pop(unsub_id, None)
 
     def _discard(self, subscription: Subscription[Any]) -> int | None:
         """Forget ``subscription``; the id of the ``unsub`` sent when it was its channel's last."""
