@@ -146,6 +146,6 @@ async def test_keepalive_pings_find_a_silent_link_and_recovery_follows(
         chat = await stream.subscribe("chat")
         proxy.silence()  # the link looks open to both ends, and carries nothing
         await broadcast(server, "chat", "while silent")
-        await watch.until(lambda: watch.reopened == 1)
+        await watch.until(lambda: watch.reopened >= 1)
         assert await take(chat, 1) == ["while silent"]
         assert watch.gaps == []
