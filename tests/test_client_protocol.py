@@ -340,3 +340,31 @@ def test_tokens_that_fit_a_subprotocol() -> None:
     assert fits_subprotocol(Fortress.issue_token("ann", "s" * 32))
     for bad in ("a b", "a=b", "a/b", "", "é"):
         assert not fits_subprotocol(bad)
+
+
+def test_the_client_reads_exactly_what_the_server_writes() -> None:
+    """_wire's envelopes and _tagged's control frames, read back by the client's parser."""
+    from nucleus.stream import SocketMessage, _tagged
+    from nucleus.stream._wire import Outgoing
+
+    protocol = opened("chat")
+    _, joined_text = _tagged.encode(_tagged.Joined("chat", "e1", 4))
+    assert protocol.receive(joined_text) == [Subscribed("chat")]
+    cases = [
+        (Outgoing(SocketMessage.json({"a": [1, None]}), "chat", 5, "typing"),
+         Meta("chat", "typing", 5), {"a": [1, None]}),
+        (Outgoing(SocketMessage.Text("not json {"), "chat", 6), Meta("chat", None, 6),
+         "not json {"),
+        (Outgoing(SocketMessage.Binary(b"\x00\xff"), "chat", 7), Meta("chat", None, 7),
+         b"\x00\xff"),
+        (Outgoing(SocketMessage.Text('"quoted"')), Meta(), "quoted"),
+        (Outgoing(SocketMessage.Binary(b"direct")), Meta(), b"direct"),
+    ]
+    for outgoing, meta, data in cases:
+        payload = outgoing.tagged_text if outgoing.is_text else outgoing.tagged_payload
+        (message,) = protocol.receive(payload)
+        assert isinstance(message, Message)
+        assert (message.meta, message.data()) == (meta, data)
+    reply = _tagged.Reply(protocol.request("q"), error=_tagged.Failure("nope", "no"))
+    (answer,) = protocol.receive(_tagged.encode(reply)[1])
+    assert isinstance(answer, Answer) and answer.failure == reply.error
