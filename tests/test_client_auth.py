@@ -7,6 +7,7 @@ codes acted on as the browser client does, and servers that misbehave
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -332,3 +333,42 @@ async def test_get_token_failures_are_retried_and_unusable_tokens_are_final(
     with pytest.raises(StreamClosed) as unusable:
         await within(connect(url, get_token=lambda: "not a subprotocol", **FAST))
     assert unusable.value.code == "connect_failed" and server.connections == 1
+
+
+def expiring_at(exp: float) -> str:
+    """A JWT-shaped token with this ``exp`` (the client only decodes it to time refreshes)."""
+    claims = base64.urlsafe_b64encode(json.dumps({"exp": exp}).encode()).decode().rstrip("=")
+    return f"eyJhbGciOiJIUzI1NiJ9.{claims}.c2ln"
+
+
+async def test_a_refused_refresh_is_tried_again_before_the_held_token_expires(
+    scripted: Any,
+) -> None:
+    refreshes: list[dict[str, Any]] = []
+    answered = asyncio.Event()
+
+    async def refuse_the_first_refresh(ws: ServerConnection) -> None:
+        await ws.recv()  # hello
+        async for text in ws:
+            frame = json.loads(text)
+            if frame["type"] != "refresh":
+                continue
+            refreshes.append(frame)
+            if len(refreshes) == 1:
+                await ws.send(json.dumps({"type": "error", "code": "unauthorized",
+                                          "message": "token refused", "id": frame["id"]}))
+            else:
+                await ws.send(json.dumps({"type": "refreshed", "id": frame["id"]}))
+                answered.set()
+
+    _, url = await scripted(refuse_the_first_refresh)
+    tokens = iter([expiring_at(time.time() + 2.4), "refused.by.server",
+                   expiring_at(time.time() + 3600)])
+    async with connect(url, get_token=lambda: next(tokens), **FAST) as stream:
+        watch = Watch(stream)
+        # First refresh half-way through the held token's life (1.2 s), refused; the
+        # next a quarter of what is left later, at least 1 s, before it expires.
+        await within(answered.wait())
+        assert [f["token"] for f in refreshes] == ["refused.by.server", refreshes[1]["token"]]
+        assert refreshes[1]["token"] != "refused.by.server"
+        assert watch.codes == ["unauthorized"] and stream.state is State.OPEN

@@ -15,12 +15,14 @@ from nucleus.client._policy import (
     backoff,
     fits_subprotocol,
     refresh_delay,
+    refresh_retry_delay,
     token_expiry,
 )
 from nucleus.client._protocol import (
     Answer,
     ClientProtocol,
     Message,
+    Refreshed,
     Refused,
     Subscribed,
     Unsubscribed,
@@ -263,7 +265,7 @@ def test_unknown_frame_types_and_fields_are_ignored() -> None:
     protocol.receive(joined("chat", "e", 0, later="field"))
     assert data_of(protocol.receive(pub("chat", 1, "ok", later=True))) == ["ok"]
     assert protocol.receive('{"type":"pong"}') == []
-    assert protocol.receive('{"type":"refreshed","id":3}') == []
+    assert protocol.receive('{"type":"refreshed","id":3}') == [Refreshed(3)]
 
 
 def test_text_json_and_direct_messages_decode_as_the_browser_client_does() -> None:
@@ -299,9 +301,12 @@ def test_backoff_is_full_jitter_under_a_growing_capped_ceiling() -> None:
         0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert backoff(10_000, 0.5, 30.0, lambda: 0.5) == 15.0
     assert backoff(3, 0.5, 30.0, lambda: 0.0) == 0.0
+    # Rate limited (4029): at least half the ceiling, random(c/2, c).
+    assert backoff(3, 0.5, 30.0, lambda: 0.0, at_least=0.5) == 2.0
+    assert backoff(3, 0.5, 30.0, lambda: 1.0, at_least=0.5) == 4.0
 
 
-@pytest.mark.parametrize(("code", "renewable", "final", "restart", "error"), [
+@pytest.mark.parametrize(("code", "renewable", "final", "restart", "error"), [  # stream.js's
     (1000, False, True, False, None),
     (1001, False, False, True, None),
     (1006, False, False, False, None),
@@ -322,6 +327,7 @@ def test_close_codes_are_handled_as_the_browser_client_does(
     action = after_close(code, "", renewable)
     assert (action.final, action.restart) == (final, restart)
     assert (action.error.code if action.error else None) == error
+    assert action.throttled is (code == 4029)
 
 
 def test_refresh_is_timed_from_the_tokens_exp() -> None:
@@ -331,6 +337,11 @@ def test_refresh_is_timed_from_the_tokens_exp() -> None:
     assert refresh_delay(token, 1000.0, 30.0) == 3570.0
     assert refresh_delay(token, 4580.0, 30.0) == 10.0  # half of what is left, at least
     assert refresh_delay(token, 4600.0, 30.0) is None
+    # A failed refresh is tried again before the token the server holds expires.
+    assert refresh_retry_delay(token, 1000.0) == 30.0
+    assert refresh_retry_delay(token, 4580.0) == 5.0
+    assert refresh_retry_delay(token, 4599.0) == 1.0
+    assert refresh_retry_delay(token, 4601.0) is None
     unsigned = "x." + base64.urlsafe_b64encode(b'{"sub":"ann"}').decode().rstrip("=") + ".y"
     for opaque in (None, "", "opaque", "a.b.c", unsigned, "x.eyJleHAiOnRydWV9.y"):
         assert token_expiry(opaque) is None

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from nucleus.client import RequestFailed, State, connect
-from nucleus.stream import HistoryPolicy, SocketMessage, StreamServer
+from nucleus.stream import HistoryPolicy, RateLimit, SocketMessage, StreamServer
 
 from .apps.channels import Open
 from .conftest import ProxyTo, Serve
@@ -149,3 +149,19 @@ async def test_keepalive_pings_find_a_silent_link_and_recovery_follows(
         await watch.until(lambda: watch.reopened >= 1)
         assert await take(chat, 1) == ["while silent"]
         assert watch.gaps == []
+
+
+async def test_a_client_closed_for_sending_too_fast_backs_off_and_comes_back(
+    serve_native: Serve,
+) -> None:
+    server = StreamServer()
+    strict = RateLimit(rate=1, burst=2, per_user_rate=None, per_user_burst=None, strikes=2)
+    server.route("/ws", Open(), rate_limit=strict)
+    async with connect(f"{await serve_native(server)}/ws", **FAST) as stream:
+        watch = Watch(stream)
+        for n in range(10):  # a script in a loop: dropped, then closed with 4029
+            await stream.send(n)
+        await watch.until(lambda: watch.reopened >= 1)
+        assert watch.states[0] is State.RECONNECTING
+        closed = [e for e in watch.errors if "back off" in e.message]  # 4029's reason
+        assert [e.code for e in closed] == ["rate_limited"]

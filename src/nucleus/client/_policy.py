@@ -22,6 +22,7 @@ __all__ = [
     "backoff",
     "fits_subprotocol",
     "refresh_delay",
+    "refresh_retry_delay",
     "token_expiry",
 ]
 
@@ -37,26 +38,28 @@ RATE_LIMITED: Final = 4029
 
 
 def backoff(attempt: int, min_delay: float, max_delay: float,
-            random: Callable[[], float]) -> float:
+            random: Callable[[], float], at_least: float = 0.0) -> float:
     """
-    Seconds before retry number ``attempt`` (0, 1, 2...): full jitter,
-    ``random() * min(max_delay, min_delay * 2**attempt)``, so that clients a
-    server dropped together do not come back together.
+    Seconds before retry number ``attempt`` (0, 1, 2...): full jitter under the
+    ceiling ``c = min(max_delay, min_delay * 2**attempt)``, so that clients a
+    server dropped together do not come back together; ``at_least`` of ``c``
+    whatever the draw (a rate-limited client waits ``random(c/2, c)``).
     """
     ceiling: float = min(max_delay, min_delay * 2.0 ** min(attempt, 64))
-    return random() * ceiling
+    return ceiling * (at_least + (1.0 - at_least) * random())
 
 
 @dataclass(frozen=True, slots=True)
 class AfterClose:
     """
     What a close code means for the client: stop for good (``final``), or retry,
-    after the restart delay (``restart``) or the backoff; ``error`` is reported
-    either way.
+    after the restart delay (``restart``) or the backoff, at least half of its
+    ceiling when ``throttled``; ``error`` is reported either way.
     """
 
     final: bool = False
     restart: bool = False
+    throttled: bool = False
     error: ErrorInfo | None = None
 
 
@@ -78,9 +81,9 @@ def after_close(code: int, reason: str, renewable: bool) -> AfterClose:
             "token_expired", "the token expired and there is no get_token() to renew it"))
     if code == MESSAGE_TOO_BIG:
         return AfterClose(error=ErrorInfo("message_too_big", reason or "a message was too big"))
-    if code == RATE_LIMITED:
-        return AfterClose(error=ErrorInfo(
-            "rate_limited", reason or "the server closed the connection: too many messages"))
+    if code == RATE_LIMITED:  # back off for real: never at once
+        return AfterClose(throttled=True, error=ErrorInfo(
+            "rate_limited", reason or "closed for sending too fast"))
     # A restarting server: its clients come back spread over the restart delay.
     return AfterClose(restart=code in (GOING_AWAY, SERVICE_RESTART))
 
@@ -113,6 +116,18 @@ def refresh_delay(token: str | None, now: float, refresh_before: float) -> float
         return None
     left = exp - now
     return max(left - refresh_before, left / 2)
+
+
+def refresh_retry_delay(token: str | None, now: float) -> float | None:
+    """
+    Seconds until a failed refresh (``get_token`` failed, or the server refused
+    the new token) is tried again: a quarter of what is left of ``token`` (the
+    one the server holds), between 1 and 30 s. ``None``: it has expired.
+    """
+    exp = token_expiry(token)
+    if exp is None or exp <= now:
+        return None
+    return max(1.0, min(30.0, (exp - now) / 4))
 
 
 _TCHARS: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

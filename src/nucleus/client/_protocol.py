@@ -39,6 +39,7 @@ __all__ = [
     "Event",
     "Message",
     "Outgoing",
+    "Refreshed",
     "Refused",
     "Subscribed",
     "Unsubscribed",
@@ -97,6 +98,13 @@ class Unsubscribed:
 
 
 @dataclass(frozen=True, slots=True)
+class Refreshed:
+    """The server took the token of the ``refresh`` numbered ``id``."""
+
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """The reply to request ``id``: its JSON ``data``, or the handler's ``failure``."""
 
@@ -105,7 +113,7 @@ class Answer:
     failure: _tagged.Failure | None
 
 
-Event = Message | Subscribed | Refused | Unsubscribed | Answer | Gap | ErrorInfo
+Event = Message | Subscribed | Refused | Unsubscribed | Refreshed | Answer | Gap | ErrorInfo
 
 
 class Kind(enum.Enum):
@@ -264,10 +272,13 @@ class ClientProtocol:
         if item is not None:
             self._drop(lambda other: other is item)
 
-    def refresh(self, token: str) -> None:
-        """Replace the connection's token in-band (``refresh``)."""
-        if self.open and self.tagged:
-            self._control(_tagged.Refresh(token, next(self._ids)))
+    def refresh(self, token: str) -> int | None:
+        """Replace the connection's token in-band; the id of the ``refresh`` sent, if one was."""
+        if not (self.open and self.tagged):
+            return None
+        request_id = next(self._ids)
+        self._control(_tagged.Refresh(token, request_id))
+        return request_id
 
     # writing
 
@@ -345,7 +356,10 @@ class ClientProtocol:
         elif isinstance(frame, _tagged.Left):
             if frame.id is not None:
                 yield Unsubscribed(frame.channel, frame.id)
-        # refreshed, pong and presence frames need nothing here
+        elif isinstance(frame, _tagged.Refreshed):
+            if frame.id is not None:
+                yield Refreshed(frame.id)
+        # pong and presence frames need nothing here
 
     def _joined(self, frame: _tagged.Joined) -> Iterator[Event]:
         if frame.id is not None:

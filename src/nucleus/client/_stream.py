@@ -33,12 +33,13 @@ from ._dial import Config, Unusable, describe, dial, fetch_token
 from ._errors import RequestFailed, StreamClosed, SubscriptionRefused
 from ._events import ErrorInfo, Gap, Meta, State
 from ._listeners import Listeners
-from ._policy import after_close, backoff, refresh_delay
+from ._policy import after_close, backoff, refresh_delay, refresh_retry_delay
 from ._protocol import (
     Answer,
     ClientProtocol,
     Event,
     Message,
+    Refreshed,
     Refused,
     Subscribed,
     Unsubscribed,
@@ -89,6 +90,9 @@ class Stream:
         self._close_error: StreamClosed | None = None
         self._task: asyncio.Task[None] | None = None
         self._random = random.random
+        self._held = config.token  # the token the server holds
+        self._refresh_id: int | None = None  # the last refresh sent
+        self._refused = asyncio.Event()  # the server refused it
 
     # the application's side
 
@@ -298,10 +302,11 @@ class Stream:
         auth_retried = False
         delay: float | None = None
 
-        def retry() -> float:
+        def retry(at_least: float = 0.0) -> float:
             nonlocal attempt
             attempt += 1
-            return backoff(attempt - 1, config.min_delay, config.max_delay, self._random)
+            return backoff(attempt - 1, config.min_delay, config.max_delay, self._random,
+                           at_least)
 
         while True:
             if delay is not None:
@@ -355,12 +360,13 @@ class Stream:
                 delay = config.restart_delay[0] + self._random() * (
                     config.restart_delay[1] - config.restart_delay[0])
             else:
-                delay = retry()
+                delay = retry(0.5 if action.throttled else 0.0)
             logger.info("connection closed (%d); reconnecting in %.2f s", code, delay)
 
     async def _serve(self, ws: ClientConnection) -> tuple[int, str]:
         """Serve one connection until it closes; returns its close code and reason."""
         self._ws = ws
+        self._held = self._token  # the token the server holds for this connection
         tagged = ws.subprotocol == SUBPROTOCOL
         for request_id in self._protocol.connection_opened(tagged):
             self._settle(request_id, RequestFailed(
@@ -424,20 +430,39 @@ class Stream:
                 self._room.set()
 
     async def _refresh(self) -> None:
-        """Renew a JWT before its ``exp``, in-band, while the connection lasts."""
+        """
+        Renew a JWT in-band before its ``exp``, while the connection lasts. A
+        failed renewal (``get_token`` failed, or the server refused the token)
+        is tried again before the token the server holds expires.
+        """
         get_token = self._config.get_token
         if get_token is None or not self._protocol.tagged:
             return
-        while (delay := refresh_delay(self._token, time.time(),
-                                      self._config.refresh_before)) is not None:
-            await asyncio.sleep(delay)
+        failed = False
+        while True:
+            now = time.time()
+            if failed:
+                delay = refresh_retry_delay(self._held, now)
+                if delay is None:
+                    return  # expired: the server closes with 4001, and we redial
+            else:  # None: nothing to renew, unless the server refuses what it got
+                delay = refresh_delay(self._token, now, self._config.refresh_before)
+            self._refused.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._refused.wait()
+                failed = True  # the server refused the last token: again, soon
+                continue
             try:
-                self._token = await fetch_token(get_token)
+                fresh = await fetch_token(get_token)
             except Exception as exc:
                 self._report(ErrorInfo("token_unavailable", f"get_token() failed: {exc!r}"))
-                return
-            if self._token:
-                self._protocol.refresh(self._token)
+                failed = True
+                continue
+            failed = not fresh
+            if fresh:
+                self._token = fresh
+                self._refresh_id = self._protocol.refresh(fresh)
                 self._wake.set()
 
     async def _dispatch(self, event: Event) -> None:
@@ -456,6 +481,9 @@ class Stream:
             self._refuse(event)
         elif isinstance(event, Unsubscribed):
             self._unsubscribed(event.id)
+        elif isinstance(event, Refreshed):
+            if event.id == self._refresh_id:
+                self._held = self._token
         elif isinstance(event, Answer):
             answer = self._requests.get(event.id)
             if answer is not None and not answer.done():
@@ -465,6 +493,8 @@ class Stream:
         else:
             if event.id is not None:
                 self._unsubscribed(event.id)  # an unsub refused is over too
+                if event.id == self._refresh_id:
+                    self._refused.set()
             self._report(event)
 
     async def _deliver_direct(self, message: Message) -> None:
