@@ -152,6 +152,16 @@ def test_refusals_forget_the_channel_but_other_errors_do_not() -> None:
     (event,) = protocol.receive(json.dumps({"type": "error", "code": "forbidden",
                                             "message": "no", "channel": "news"}))
     assert isinstance(event, Refused) and not protocol.channels
+    # A hello entry answered already is not refused by a later error naming it.
+    protocol.subscribe("kept")
+    protocol.connection_lost()
+    protocol.connection_opened(tagged=True)
+    protocol.receive(joined("kept", "e", 0))
+    (event,) = protocol.receive(json.dumps({"type": "error", "code": "unavailable",
+                                            "message": "later", "channel": "kept"}))
+    assert isinstance(event, ErrorInfo) and "kept" in protocol.channels
+    protocol.unsubscribe("kept")
+    written(protocol)
     # An unsub refused for a channel subscribed again meanwhile is no refusal of it;
     # neither is a presence refusal.
     protocol.subscribe("chat")

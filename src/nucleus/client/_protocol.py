@@ -165,7 +165,8 @@ class ClientProtocol:
         self._queued = 0  # MESSAGE items in the outbox
         self._requests: dict[int, Outgoing] = {}
         self._sent: set[int] = set()  # requests written on the current connection
-        self._sub_ids: dict[int, str] = {}  # sub frames sent on this connection
+        self._sub_ids: dict[int, str] = {}  # sub frames sent on this connection, unanswered
+        self._hello_asked: set[str] = set()  # the hello's channels, unanswered
         self._ids = itertools.count(1)
 
     # the connection
@@ -182,6 +183,7 @@ class ClientProtocol:
             self._drop(lambda item: item.kind is Kind.REQUEST)
             self._requests.clear()
             return dropped
+        self._hello_asked = set(self.channels)
         self._outbox.appendleft(Outgoing(Kind.CONTROL, _tagged.build(_tagged.Hello({
             name: _tagged.Position(c.epoch, c.offset) if c.epoch is not None
             and c.offset is not None else _tagged.Position()
@@ -197,7 +199,8 @@ class ClientProtocol:
         """
         self.open = False
         self._drop(lambda item: item.kind is Kind.CONTROL)
-        self._sub_ids.clear()
+        self._sub_ids.clear()  # answers to this connection's frames never come
+        self._hello_asked.clear()
         lost = [i for i in self._sent if i in self._requests]
         for request_id in lost:
             del self._requests[request_id]
@@ -214,6 +217,7 @@ class ClientProtocol:
         self._requests.clear()
         self._sent.clear()
         self._sub_ids.clear()
+        self._hello_asked.clear()
         return pending
 
     # what the application does
@@ -364,6 +368,8 @@ class ClientProtocol:
     def _joined(self, frame: _tagged.Joined) -> Iterator[Event]:
         if frame.id is not None:
             self._sub_ids.pop(frame.id, None)
+        else:
+            self._hello_asked.discard(frame.channel)
         channel = self.channels.get(frame.channel)
         if channel is None:
             return
@@ -378,7 +384,15 @@ class ClientProtocol:
 
     def _error(self, frame: _tagged.Error) -> Iterator[Event]:
         info = ErrorInfo(frame.code, frame.message, frame.id, frame.channel, frame.presence)
-        asked = self._sub_ids.pop(frame.id, None) if frame.id is not None else frame.channel
+        # It refuses the subscription it answers, and no other: a sub by its id,
+        # a hello entry by its name (not one re-created since, nor an unsub's).
+        if frame.id is not None:
+            asked = self._sub_ids.pop(frame.id, None)
+        elif frame.channel in self._hello_asked:
+            self._hello_asked.discard(frame.channel)
+            asked = frame.channel
+        else:
+            asked = None
         if (frame.channel is not None and frame.presence is None and asked == frame.channel
                 and self.channels.pop(frame.channel, None) is not None):
             yield Refused(frame.channel, info)
