@@ -19,7 +19,7 @@ import uvloop
 
 from nucleus.stream import StreamServer
 
-from .proxy import TcpProxy
+from .cluster import TcpProxy
 
 Serve = Callable[[StreamServer], Awaitable[str]]
 ProxyTo = Callable[[int], Awaitable[TcpProxy]]
@@ -99,11 +99,15 @@ async def serve_native() -> AsyncIterator[Serve]:
 
 @pytest.fixture
 async def proxy_to() -> AsyncIterator[Callable[[int], Awaitable[TcpProxy]]]:
-    """Start TCP relays to a port (``tests/proxy.py``): a network a test can break."""
+    """
+    Start TCP relays to a local port (``cluster.TcpProxy``): a network a test
+    can break (``stop()``/``start()``, ``stall()``/``resume()``).
+    """
     proxies: list[TcpProxy] = []
 
     async def start(port: int) -> TcpProxy:
-        proxies.append(await TcpProxy(port).start())
+        proxies.append(TcpProxy(("127.0.0.1", port)))
+        await proxies[-1].start()
         return proxies[-1]
 
     yield start

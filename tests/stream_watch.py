@@ -8,12 +8,18 @@ from typing import Any, Generic, TypeVar
 
 from nucleus.client import ErrorInfo, Gap, State, Stream
 
+from .cluster import TcpProxy
 from .helpers import DEADLINE, within
 
 T = TypeVar("T")
 
 #: connect() options that reconnect at once: tests wait on events, never on backoff.
 FAST: dict[str, Any] = {"min_delay": 0.01, "max_delay": 0.1, "restart_delay": (0.01, 0.05)}
+
+
+def url_of(proxy: TcpProxy, path: str = "/ws") -> str:
+    """The WebSocket URL of ``path`` through ``proxy`` (``conftest.proxy_to``)."""
+    return f"ws://127.0.0.1:{proxy.port}{path}"
 
 
 class Watch:

@@ -29,7 +29,7 @@ from nucleus.stream import (
 from .apps.channels import Open
 from .conftest import ProxyTo, Serve
 from .helpers import Clock, Recorder, port_of, within
-from .stream_watch import FAST, Collector, Watch, take
+from .stream_watch import FAST, Collector, Watch, take, url_of
 from .tagged_client import TaggedClient
 
 pytestmark = pytest.mark.usefixtures("any_backend")
@@ -179,18 +179,17 @@ async def test_resume_replays_missed_messages_in_order_then_live(
     server.route("/ws", Recorder(rooms=("chat",)))
     hub = server.hub
     proxy = await proxy_to(port_of(await serve(server)))
-    async with client.connect(proxy.url(), **FAST) as stream:
+    async with client.connect(url_of(proxy), **FAST) as stream:
         watch = Watch(stream)
         chat = await stream.subscribe("chat")
         for n in range(3):
             await hub.broadcast_to_room("chat", SocketMessage.json(n))
         got = await take(chat.with_meta(), 3)
-        proxy.down = True
-        proxy.cut()
+        await proxy.stop()  # the network is down: links reset, new ones refused
         await watch.until(lambda: client.State.RECONNECTING in watch.states)
         for n in range(3, 8):
             await hub.broadcast_to_room("chat", SocketMessage.json(n))
-        proxy.down = False  # the hello resumes "chat", which on_connect joins
+        await proxy.start()  # the hello resumes "chat", which on_connect joins
         await watch.until(lambda: watch.reopened == 1)
         await hub.broadcast_to_room("chat", SocketMessage.json(8))
         got += await take(chat.with_meta(), 6)
@@ -209,7 +208,7 @@ async def test_replay_races_live_broadcasts_without_gap_or_duplicate(
     server.history("race", HistoryPolicy(size=100_000, ttl=300))
     hub = server.hub
     proxy = await proxy_to(port_of(await serve(server)))
-    async with client.connect(proxy.url(), **FAST) as stream:
+    async with client.connect(url_of(proxy), **FAST) as stream:
         watch = Watch(stream)
         received = Collector(await stream.subscribe("race"))  # consumed all along
         stop = asyncio.Event()
@@ -226,7 +225,8 @@ async def test_replay_races_live_broadcasts_without_gap_or_duplicate(
         publisher = asyncio.create_task(publish())
         for cuts in range(1, 11):
             await received.until(len(received.items) + 5)
-            proxy.cut()  # the client resubscribes while the publisher keeps going
+            await proxy.stop()  # the client resubscribes while the publisher keeps going
+            await proxy.start()
             await watch.until(lambda cuts=cuts: watch.reopened >= cuts)
         stop.set()
         await within(publisher)
@@ -241,7 +241,7 @@ async def test_many_reconnects_under_load_lose_nothing(serve: Serve, proxy_to: P
     server.history("load", HistoryPolicy(size=2000, ttl=60))
     hub = server.hub
     proxy = await proxy_to(port_of(await serve(server)))
-    streams = [await client.connect(proxy.url(), **FAST) for _ in range(5)]
+    streams = [await client.connect(url_of(proxy), **FAST) for _ in range(5)]
     watches = [Watch(stream) for stream in streams]
     received = [Collector(await stream.subscribe("load")) for stream in streams]
     total = 2000
@@ -254,7 +254,8 @@ async def test_many_reconnects_under_load_lose_nothing(serve: Serve, proxy_to: P
 
     async def flap() -> None:
         for cuts in range(1, 21):
-            proxy.cut()  # every client at once
+            await proxy.stop()  # every client at once
+            await proxy.start()
             for watch in watches:
                 await watch.until(lambda w=watch, c=cuts: w.reopened >= c)
 
@@ -299,13 +300,12 @@ async def test_history_size_zero_turns_recovery_off(serve: Serve, proxy_to: Prox
     server.route("/ws", Recorder(rooms=("r",)))
     server.history("r", HistoryPolicy(size=0))
     proxy = await proxy_to(port_of(await serve(server)))
-    async with client.connect(proxy.url(), **FAST) as stream:
+    async with client.connect(url_of(proxy), **FAST) as stream:
         watch = Watch(stream)
         await stream.subscribe("r")
-        proxy.down = True
-        proxy.cut()
+        await proxy.stop()  # the network is down: links reset, new ones refused
         await watch.until(lambda: client.State.RECONNECTING in watch.states)
         await server.hub.broadcast_to_room("r", SocketMessage.json(1))
-        proxy.down = False
+        await proxy.start()
         await watch.until(lambda: bool(watch.gaps))
         assert watch.gaps[0].channel == "r"

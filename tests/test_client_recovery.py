@@ -19,7 +19,7 @@ from nucleus.stream import HistoryPolicy, RateLimit, SocketMessage, StreamServer
 from .apps.channels import Open
 from .conftest import ProxyTo, Serve
 from .helpers import port_of, within
-from .stream_watch import FAST, Watch, take
+from .stream_watch import FAST, Watch, take, url_of
 
 
 async def broadcast(server: StreamServer, room: str, *items: Any) -> int:
@@ -36,19 +36,18 @@ async def test_a_network_blip_loses_nothing_and_sends_wait_for_the_link(
     server = StreamServer()
     server.route("/ws", handler)
     proxy = await proxy_to(port_of(await serve(server)))
-    async with connect(proxy.url(), **FAST) as stream:
+    async with connect(url_of(proxy), **FAST) as stream:
         watch = Watch(stream)
         chat = await stream.subscribe("chat")
         await broadcast(server, "chat", *range(5))
         assert await take(chat, 5) == list(range(5))
 
-        proxy.down = True
-        proxy.cut()
+        await proxy.stop()  # the network is down: links reset, new ones refused
         await watch.until(lambda: State.RECONNECTING in watch.states)
         await broadcast(server, "chat", *range(5, 15))  # missed while away
         await stream.send("sent while away")
         await stream.send({"n": 2})
-        proxy.down = False
+        await proxy.start()
         await watch.until(lambda: watch.reopened == 1)
         await broadcast(server, "chat", *range(15, 20))
         assert await take(chat, 15) == list(range(5, 20))
@@ -67,16 +66,15 @@ async def test_away_longer_than_the_history_is_a_gap(serve: Serve, proxy_to: Pro
     server.route("/ws", Open())
     server.history("chat", HistoryPolicy(size=5, ttl=60))
     proxy = await proxy_to(port_of(await serve(server)))
-    async with connect(proxy.url(), **FAST) as stream:
+    async with connect(url_of(proxy), **FAST) as stream:
         watch = Watch(stream)
         chat = await stream.subscribe("chat")
         await broadcast(server, "chat", "before")
         assert await take(chat, 1) == ["before"]
-        proxy.down = True
-        proxy.cut()
+        await proxy.stop()  # the network is down: links reset, new ones refused
         await watch.until(lambda: State.RECONNECTING in watch.states)
         last = await broadcast(server, "chat", *(f"lost{n}" for n in range(10)))  # 5 kept
-        proxy.down = False
+        await proxy.start()
         await watch.until(lambda: bool(watch.gaps))
         (gap,) = watch.gaps
         assert (gap.channel, gap.offset) == ("chat", last)
@@ -91,14 +89,15 @@ async def test_a_server_restart_with_the_memory_backend_is_a_gap(proxy_to: Proxy
     _, port = await servers[0].start("127.0.0.1", 0)
     proxy = await proxy_to(port)
     try:
-        async with connect(proxy.url(), **FAST) as stream:
+        async with connect(url_of(proxy), **FAST) as stream:
             watch = Watch(stream)
             chat = await stream.subscribe("chat")
             await broadcast(servers[0], "chat", "a0", "a1")
             assert await take(chat, 2) == ["a0", "a1"]
             await servers[0].aclose()  # 1001: the history dies with the process
             await watch.until(lambda: State.RECONNECTING in watch.states)
-            _, proxy.target = await servers[1].start("127.0.0.1", 0)
+            _, port = await servers[1].start("127.0.0.1", 0)
+            proxy.upstreams = [("127.0.0.1", port)]
             await watch.until(lambda: bool(watch.gaps))
             assert watch.gaps[0].channel == "chat" and stream.state is State.OPEN
             await broadcast(servers[1], "chat", "b0", "b1")
@@ -115,12 +114,11 @@ async def test_a_request_the_link_took_fails_and_one_made_while_away_waits(
     server = StreamServer()
     server.route("/ws", handler)
     proxy = await proxy_to(port_of(await serve_native(server)))
-    async with connect(proxy.url(), **FAST) as stream:
+    async with connect(url_of(proxy), **FAST) as stream:
         watch = Watch(stream)
         slow = asyncio.create_task(stream.request("slow"))
         await within(handler.asked.wait())  # the server has it
-        proxy.down = True
-        proxy.cut()
+        await proxy.stop()  # the network is down: links reset, new ones refused
         with pytest.raises(RequestFailed) as dropped:
             await within(slow)
         assert dropped.value.code == "disconnected"  # never resent: it may have been acted on
@@ -130,7 +128,7 @@ async def test_a_request_the_link_took_fails_and_one_made_while_away_waits(
         assert rejected.value.code == "offline"
         queued = asyncio.create_task(stream.request("made while away"))
         handler.release.set()
-        proxy.down = False
+        await proxy.start()
         assert (await within(queued))["echo"] == "made while away"
 
 
@@ -141,11 +139,13 @@ async def test_keepalive_pings_find_a_silent_link_and_recovery_follows(
     server.route("/ws", Open())
     proxy = await proxy_to(port_of(await serve_native(server)))
     timing = {"ping_interval": 0.2, "ping_timeout": 0.2, "close_timeout": 0.2}
-    async with connect(proxy.url(), **FAST, **timing) as stream:
+    async with connect(url_of(proxy), **FAST, **timing) as stream:
         watch = Watch(stream)
         chat = await stream.subscribe("chat")
-        proxy.silence()  # the link looks open to both ends, and carries nothing
+        proxy.stall()  # the link looks open to both ends, and carries nothing
         await broadcast(server, "chat", "while silent")
+        await watch.until(lambda: State.RECONNECTING in watch.states)  # pings unanswered
+        proxy.resume()
         await watch.until(lambda: watch.reopened >= 1)
         assert await take(chat, 1) == ["while silent"]
         assert watch.gaps == []
