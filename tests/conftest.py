@@ -19,7 +19,10 @@ import uvloop
 
 from nucleus.stream import StreamServer
 
+from .cluster import TcpProxy
+
 Serve = Callable[[StreamServer], Awaitable[str]]
+ProxyTo = Callable[[int], Awaitable[TcpProxy]]
 
 FRONT_DOORS = ["native", "asgi"]
 
@@ -92,6 +95,24 @@ async def serve_native() -> AsyncIterator[Serve]:
     yield start
     for app in apps:
         await app.aclose()
+
+
+@pytest.fixture
+async def proxy_to() -> AsyncIterator[Callable[[int], Awaitable[TcpProxy]]]:
+    """
+    Start TCP relays to a local port (``cluster.TcpProxy``): a network a test
+    can break (``stop()``/``start()``, ``stall()``/``resume()``).
+    """
+    proxies: list[TcpProxy] = []
+
+    async def start(port: int) -> TcpProxy:
+        proxies.append(TcpProxy(("127.0.0.1", port)))
+        await proxies[-1].start()
+        return proxies[-1]
+
+    yield start
+    for proxy in proxies:
+        await proxy.aclose()
 
 
 @pytest.fixture

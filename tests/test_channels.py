@@ -1,4 +1,10 @@
-"""Channels, the nucleus.v1 protocol, history and recovery, over real sockets."""
+"""
+Channels, the nucleus.v1 protocol, history and recovery, over real sockets.
+
+Library clients are ``nucleus.client`` streams, their network broken for real
+by a TCP relay; tests of the server's answers to frames no client library
+sends (malformed ones, forged positions) write the frames by hand.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import struct
 import pytest
 from websockets.asyncio.client import connect
 
+from nucleus import client
 from nucleus.stream import (
     HistoryPolicy,
     MemoryBackend,
@@ -19,29 +26,21 @@ from nucleus.stream import (
     WebSocket,
 )
 
-from .conftest import Serve
-from .helpers import Clock, Recorder, within
+from .apps.channels import Open
+from .conftest import ProxyTo, Serve
+from .helpers import Clock, Recorder, port_of, within
+from .stream_watch import FAST, Collector, Watch, take, url_of
 from .tagged_client import TaggedClient
 
 pytestmark = pytest.mark.usefixtures("any_backend")
-
-
-class Open(Recorder):
-    """Allows every subscription except those starting with 'secret'."""
-
-    async def on_subscribe(self, hub: StreamHub, socket: WebSocket, channel: str) -> bool:
-        return not channel.startswith("secret")
 
 
 async def test_raw_and_tagged_clients_each_get_their_format(serve: Serve) -> None:
     server = StreamServer()
     server.route("/ws", Recorder(rooms=("chat",)))
     base = await serve(server)
-    tagged = TaggedClient(f"{base}/ws")
-    async with connect(f"{base}/ws") as raw:
-        await tagged.open("chat")
-        joined = await tagged.next_control("joined")
-        assert joined["channel"] == "chat" and "recovered" not in joined
+    async with connect(f"{base}/ws") as raw, client.connect(f"{base}/ws") as tagged:
+        chat = await tagged.subscribe("chat")  # the server joined it already: confirmed
         await server.hub.broadcast_to_room("chat", SocketMessage.json({"n": 1}))
         await server.hub.broadcast_to_room("chat", SocketMessage.Text("plain words"))
         await server.hub.channel("chat").broadcast("typing", {"user": "ann"})
@@ -49,14 +48,12 @@ async def test_raw_and_tagged_clients_each_get_their_format(serve: Serve) -> Non
         assert await within(raw.recv()) == "plain words"
         assert json.loads(await within(raw.recv())) == {
             "channel": "chat", "event": "typing", "data": {"user": "ann"}}
-        got = [await within(tagged.pubs.get()) for _ in range(3)]
-        assert [(c, d) for c, _, d in got] == [
-            ("chat", {"n": 1}), ("chat", "plain words"), ("chat", {"user": "ann"})]
-        offsets = [o for _, o, _ in got]
-        assert offsets == list(range(offsets[0], offsets[0] + 3))
-        await server.hub.send_to((await server.hub.room_members("chat"))[0],
-                                 SocketMessage.Text("direct"))
-    await tagged.close()
+        got = await take(chat.with_meta(), 3)
+        assert [(d, m.channel, m.event) for d, m in got] == [
+            ({"n": 1}, "chat", None), ("plain words", "chat", None),
+            ({"user": "ann"}, "chat", "typing")]
+        offsets = [m.offset for _, m in got]
+        assert offsets == list(range(offsets[0], offsets[0] + 3))  # type: ignore[operator]
 
 
 async def test_binary_reaches_tagged_clients_with_a_header(serve: Serve) -> None:
@@ -78,40 +75,30 @@ async def test_binary_reaches_tagged_clients_with_a_header(serve: Serve) -> None
 
 async def test_subscriptions_ask_the_handler_and_refusals_are_clear(serve: Serve) -> None:
     server = StreamServer()
-    handler = Open()
-    server.route("/ws", handler)
-    base = await serve(server)
-    client = TaggedClient(f"{base}/ws")
-    await client.open()
-    await client.send({"type": "sub", "id": 1, "channel": "news"})
-    joined = await client.next_control("joined")
-    assert (joined["channel"], joined["id"]) == ("news", 1)
-    await client.send({"type": "sub", "id": 2, "channel": "secret-plans"})
-    refused = await client.next_control("error")
-    assert refused == {"type": "error", "code": "forbidden", "id": 2, "channel": "secret-plans",
-                       "message": "subscription to 'secret-plans' refused"}
-    # user:<id> rooms stay private even when on_subscribe says yes.
-    await client.send({"type": "sub", "id": 3, "channel": "user:bob"})
-    private = await client.next_control("error")
-    assert private["id"] == 3 and "private user room" in private["message"]
+    server.route("/ws", Open())
+    async with client.connect(f"{await serve(server)}/ws") as stream:
+        news = await stream.subscribe("news")
+        with pytest.raises(client.SubscriptionRefused) as refused:
+            await stream.subscribe("secret-plans")
+        assert (refused.value.code, refused.value.message, refused.value.channel) == (
+            "forbidden", "subscription to 'secret-plans' refused", "secret-plans")
+        # user:<id> rooms stay private even when on_subscribe says yes.
+        with pytest.raises(client.SubscriptionRefused, match="private user room"):
+            await stream.subscribe("user:bob")
 
-    await server.hub.broadcast_to_room("news", SocketMessage.Text("headline"))
-    assert (await within(client.pubs.get()))[2] == "headline"
-    await client.send({"type": "unsub", "id": 4, "channel": "news"})
-    assert (await client.next_control("left"))["id"] == 4
-    assert await server.hub.room_members("news") == []
-    await client.close()
+        await server.hub.broadcast_to_room("news", SocketMessage.Text("headline"))
+        assert await take(news, 1) == ["headline"]
+        await news.unsubscribe()  # returns once the server said left
+        assert await server.hub.room_members("news") == []
 
 
 async def test_default_handler_denies_subscriptions(serve: Serve) -> None:
     server = StreamServer()
     server.route("/ws", StreamHandler())
-    base = await serve(server)
-    client = TaggedClient(f"{base}/ws")
-    await client.open("anything")
-    error = await client.next_control("error")
-    assert error["code"] == "forbidden" and error["channel"] == "anything"
-    await client.close()
+    async with client.connect(f"{await serve(server)}/ws") as stream:
+        with pytest.raises(client.SubscriptionRefused) as refused:
+            await stream.subscribe("anything")
+        assert refused.value.code == "forbidden"
 
 
 async def test_bad_frames_get_errors_and_the_socket_stays_usable(serve: Serve) -> None:
@@ -119,27 +106,27 @@ async def test_bad_frames_get_errors_and_the_socket_stays_usable(serve: Serve) -
     server = StreamServer()
     server.route("/ws", handler)
     base = await serve(server)
-    client = TaggedClient(f"{base}/ws")
-    await client.open()
+    tagged = TaggedClient(f"{base}/ws")
+    await tagged.open()
     for bad in ("not json", '{"type":"warp"}', '{"type":"sub"}', "[1,2]",
                 '{"type":"hello","channels":{}}', '{"type":"msg"}'):
-        assert client.ws is not None
-        await client.ws.send(bad)
-        error = await client.next_control("error")
+        assert tagged.ws is not None
+        await tagged.ws.send(bad)
+        error = await tagged.next_control("error")
         assert error["code"] == "bad_request" and error["message"]
         if bad == '{"type":"warp"}':
             assert "unknown frame type 'warp'" in error["message"]
-    await client.send({"type": "msg", "data": {"ok": True}})
-    await client.send({"type": "msg", "text": "plain"})
+    await tagged.send({"type": "msg", "data": {"ok": True}})
+    await tagged.send({"type": "msg", "text": "plain"})
     messages = []
     while len(messages) < 2:
         kind, _, msg = await within(handler.events.get())
         if kind == "message":
             messages.append(msg)
-    # data arrives as the JSON the client wrote; text as the string itself.
+    # data arrives as the JSON the tagged wrote; text as the string itself.
     assert messages[0].as_json() == {"ok": True}
     assert messages[1] == SocketMessage.Text("plain")
-    await client.close()
+    await tagged.close()
 
 
 async def test_a_malformed_first_frame_still_lets_the_hello_through(serve: Serve) -> None:
@@ -187,79 +174,78 @@ async def test_a_ping_is_answered_at_once_even_while_the_handler_is_busy(serve: 
         assert json.loads(await within(ws.recv())) == {"type": "pong"}
 
 
-async def test_resume_replays_missed_messages_in_order_then_live(serve: Serve) -> None:
+async def test_resume_replays_missed_messages_in_order_then_live(
+    serve: Serve, proxy_to: ProxyTo
+) -> None:
     server = StreamServer()
     server.route("/ws", Recorder(rooms=("chat",)))
     hub = server.hub
-    base = await serve(server)
-    client = TaggedClient(f"{base}/ws")
-    await client.open("chat")
-    await client.next_control("joined")
-    for n in range(3):
-        await hub.broadcast_to_room("chat", SocketMessage.json(n))
-    while len(client.channels["chat"].received) < 3:
-        await within(client.pubs.get())
-    await client.drop()
-    for n in range(3, 8):
-        await hub.broadcast_to_room("chat", SocketMessage.json(n))
-    await client.open()
-    joined = await client.next_control("joined")
-    assert joined["recovered"] is True
-    await hub.broadcast_to_room("chat", SocketMessage.json(8))
-    while len(client.channels["chat"].received) < 9:
-        await within(client.pubs.get())
-    log = client.channels["chat"]
-    assert [d for _, d in log.received] == list(range(9))
-    first = log.received[0][0]
-    assert [o for o, _ in log.received] == list(range(first, first + 9))
-    await client.close()
+    proxy = await proxy_to(port_of(await serve(server)))
+    async with client.connect(url_of(proxy), **FAST) as stream:
+        watch = Watch(stream)
+        chat = await stream.subscribe("chat")
+        for n in range(3):
+            await hub.broadcast_to_room("chat", SocketMessage.json(n))
+        got = await take(chat.with_meta(), 3)
+        await proxy.stop()  # the network is down: links reset, new ones refused
+        await watch.until(lambda: client.State.RECONNECTING in watch.states)
+        for n in range(3, 8):
+            await hub.broadcast_to_room("chat", SocketMessage.json(n))
+        await proxy.start()  # the hello resumes "chat", which on_connect joins
+        await watch.until(lambda: watch.reopened == 1)
+        await hub.broadcast_to_room("chat", SocketMessage.json(8))
+        got += await take(chat.with_meta(), 6)
+        assert [d for d, _ in got] == list(range(9))
+        first = got[0][1].offset
+        assert first is not None
+        assert [m.offset for _, m in got] == list(range(first, first + 9))
+        assert watch.gaps == []
 
 
-async def test_replay_races_live_broadcasts_without_gap_or_duplicate(serve: Serve) -> None:
+async def test_replay_races_live_broadcasts_without_gap_or_duplicate(
+    serve: Serve, proxy_to: ProxyTo
+) -> None:
     server = StreamServer()
     server.route("/ws", Recorder(rooms=("race",)))
+    server.history("race", HistoryPolicy(size=100_000, ttl=300))
     hub = server.hub
-    base = await serve(server)
-    client = TaggedClient(f"{base}/ws")
-    await client.open("race")
-    await client.next_control("joined")
-    stop = asyncio.Event()
-    sent = 0
+    proxy = await proxy_to(port_of(await serve(server)))
+    async with client.connect(url_of(proxy), **FAST) as stream:
+        watch = Watch(stream)
+        received = Collector(await stream.subscribe("race"))  # consumed all along
+        stop = asyncio.Event()
+        sent = 0
 
-    async def publish() -> None:
-        nonlocal sent
-        while not stop.is_set():
-            await hub.broadcast_to_room("race", SocketMessage.json(sent))
-            sent += 1
-            if sent % 5 == 0:
-                await asyncio.sleep(0)
+        async def publish() -> None:
+            nonlocal sent
+            while not stop.is_set():
+                await hub.broadcast_to_room("race", SocketMessage.json(sent))
+                sent += 1
+                if sent % 5 == 0:
+                    await asyncio.sleep(0)
 
-    publisher = asyncio.create_task(publish())
-    for _ in range(10):
-        while len(client.channels["race"].received) < 5:
-            await within(client.pubs.get())
-        await client.drop()
-        await client.open()  # reconnect while the publisher keeps going
-        assert (await client.next_control("joined"))["recovered"] is True
-    stop.set()
-    await within(publisher)
-    while len(client.channels["race"].received) < sent:
-        await within(client.pubs.get())
-    got = client.channels["race"].received
-    assert [d for _, d in got] == list(range(sent)), got
-    await client.close()
+        publisher = asyncio.create_task(publish())
+        for cuts in range(1, 11):
+            await received.until(len(received.items) + 5)
+            await proxy.stop()  # the client resubscribes while the publisher keeps going
+            await proxy.start()
+            await watch.until(lambda cuts=cuts: watch.reopened >= cuts)
+        stop.set()
+        await within(publisher)
+        assert await received.until(sent, seconds=60) == list(range(sent))
+        assert watch.gaps == []
+        await received.aclose()
 
 
-async def test_many_reconnects_under_load_lose_nothing(serve: Serve) -> None:
+async def test_many_reconnects_under_load_lose_nothing(serve: Serve, proxy_to: ProxyTo) -> None:
     server = StreamServer()
     server.route("/ws", Recorder(rooms=("load",)))
     server.history("load", HistoryPolicy(size=2000, ttl=60))
     hub = server.hub
-    base = await serve(server)
-    clients = [TaggedClient(f"{base}/ws") for _ in range(5)]
-    for client in clients:
-        await client.open("load")
-        await client.next_control("joined")
+    proxy = await proxy_to(port_of(await serve(server)))
+    streams = [await client.connect(url_of(proxy), **FAST) for _ in range(5)]
+    watches = [Watch(stream) for stream in streams]
+    received = [Collector(await stream.subscribe("load")) for stream in streams]
     total = 2000
 
     async def publish() -> None:
@@ -268,18 +254,19 @@ async def test_many_reconnects_under_load_lose_nothing(serve: Serve) -> None:
             if n % 20 == 0:
                 await asyncio.sleep(0)
 
-    async def flap(client: TaggedClient) -> None:
-        for _ in range(20):
-            await client.drop()
-            await client.open()
-            assert (await client.next_control("joined"))["recovered"] is True
+    async def flap() -> None:
+        for cuts in range(1, 21):
+            await proxy.stop()  # every client at once
+            await proxy.start()
+            for watch in watches:
+                await watch.until(lambda w=watch, c=cuts: w.reopened >= c)
 
-    await within(asyncio.gather(publish(), *(flap(c) for c in clients)), 60)
-    for client in clients:
-        while len(client.channels["load"].received) < total:
-            await within(client.pubs.get())
-        assert [d for _, d in client.channels["load"].received] == list(range(total))
-        await client.close()
+    await within(asyncio.gather(publish(), flap()), 60)
+    for collector, watch, stream in zip(received, watches, streams, strict=True):
+        assert await collector.until(total) == list(range(total))
+        assert watch.gaps == []
+        await collector.aclose()
+        await stream.close()
 
 
 async def test_gap_is_reported_when_history_cannot_fill_it(serve: Serve) -> None:
@@ -288,38 +275,39 @@ async def test_gap_is_reported_when_history_cannot_fill_it(serve: Serve) -> None
     server.route("/ws", Recorder(rooms=("r",)))
     hub = server.hub
     base = await serve(server)
-    client = TaggedClient(f"{base}/ws")
-    await client.open("r")
-    await client.next_control("joined")
+    tagged = TaggedClient(f"{base}/ws")
+    await tagged.open("r")
+    await tagged.next_control("joined")
 
     async def away(publish: int, advance: float = 0.0) -> dict[str, object]:
-        await client.drop()
+        await tagged.drop()
         for n in range(publish):
             await hub.broadcast_to_room("r", SocketMessage.json(n))
         clock.now += advance
-        await client.open()
-        return await client.next_control("joined")
+        await tagged.open()
+        return await tagged.next_control("joined")
 
     assert (await away(3))["recovered"] is True           # within the window
     assert (await away(6))["recovered"] is False          # trimmed: only 5 kept
     assert (await away(1, advance=61))["recovered"] is False  # expired
-    log = client.channels["r"]
+    log = tagged.channels["r"]
     log.epoch = "another-epoch"
     assert (await away(1))["recovered"] is False          # history of another life
     assert log.gaps == 3
-    await client.close()
+    await tagged.close()
 
 
-async def test_history_size_zero_turns_recovery_off(serve: Serve) -> None:
+async def test_history_size_zero_turns_recovery_off(serve: Serve, proxy_to: ProxyTo) -> None:
     server = StreamServer()
     server.route("/ws", Recorder(rooms=("r",)))
     server.history("r", HistoryPolicy(size=0))
-    base = await serve(server)
-    client = TaggedClient(f"{base}/ws")
-    await client.open("r")
-    await client.next_control("joined")
-    await client.drop()
-    await server.hub.broadcast_to_room("r", SocketMessage.json(1))
-    await client.open()
-    assert (await client.next_control("joined"))["recovered"] is False
-    await client.close()
+    proxy = await proxy_to(port_of(await serve(server)))
+    async with client.connect(url_of(proxy), **FAST) as stream:
+        watch = Watch(stream)
+        await stream.subscribe("r")
+        await proxy.stop()  # the network is down: links reset, new ones refused
+        await watch.until(lambda: client.State.RECONNECTING in watch.states)
+        await server.hub.broadcast_to_room("r", SocketMessage.json(1))
+        await proxy.start()
+        await watch.until(lambda: bool(watch.gaps))
+        assert watch.gaps[0].channel == "r"

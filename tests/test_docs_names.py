@@ -1,6 +1,7 @@
 """
-Every name the docs tell users to import or use from ``nucleus.stream`` or
-``nucleus.fortress`` is importable, and every documented ``Name.attribute`` exists.
+Every name the docs tell users to import or use from ``nucleus.stream``,
+``nucleus.fortress``, ``nucleus.testing`` or ``nucleus.client`` is importable,
+and every documented ``Name.attribute`` exists.
 
 The scan covers README.md and docs/*.md: ``from nucleus.stream import ...`` in
 code blocks, ``nucleus.stream.X`` anywhere, the README's API table, and every
@@ -20,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-MODULES = ("nucleus.stream", "nucleus.fortress", "nucleus.testing")
+MODULES = ("nucleus.stream", "nucleus.fortress", "nucleus.testing", "nucleus.client")
 
 #: Capitalised names the docs mention that are not ours to export.
 OTHER_LIBRARIES = {
@@ -35,8 +36,9 @@ OTHER_LIBRARIES = {
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 _SPAN = re.compile(r"`([^`\n]+)`")
 _IMPORT = re.compile(
-    r"^\s*from\s+(nucleus\.(?:stream|fortress|testing))\s+import\s+(?:\(([^)]*)\)|([^\n#]+))", re.M)
-_QUALIFIED = re.compile(r"\b(nucleus\.(?:stream|fortress|testing))\.([A-Za-z_]\w*)")
+    r"^\s*from\s+(nucleus\.(?:stream|fortress|testing|client))\s+import\s+"
+    r"(?:\(([^)]*)\)|([^\n#]+))", re.M)
+_QUALIFIED = re.compile(r"\b(nucleus\.(?:stream|fortress|testing|client))\.([A-Za-z_]\w*)")
 # A capitalised name called or dereferenced: RateLimit(...), Fortress.query_token;
 # not a file name (README.md).
 _USE = re.compile(r"(?<![\w.])([A-Z]\w*)(?:\s*\(|\.(?!(?:md|py|txt|toml|json)\b)([a-zA-Z_]\w*))")
@@ -111,6 +113,7 @@ def test_the_scan_finds_what_users_are_told_to_use() -> None:
     assert ("security.md", "Fortress") in found
     assert ("README.md", "client_js_path") in found  # nucleus.stream.client_js_path()
     assert ("README.md", "StreamHub") in found  # the import and the API table
+    assert ("client.md", "State") in found  # State.OPEN, from nucleus.client
 
 
 @pytest.mark.parametrize("doc", [

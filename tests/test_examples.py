@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 
@@ -9,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from websockets.asyncio.client import connect
 
-from examples import chat_room, dashboard, quick_example
+from examples import chat_bot, chat_room, dashboard, quick_example
 from nucleus.stream import SocketMessage, StreamHandler, StreamHub, StreamServer, WebSocket
 
 from .conftest import Serve, UvicornRunner
@@ -63,3 +64,24 @@ async def test_server_mounts_inside_a_starlette_app() -> None:
     finally:
         await runner.stop()
         await stream.aclose()
+
+
+async def test_chat_bot_answers_in_the_chat_room(serve: Serve) -> None:
+    server = StreamServer()
+    server.route("/ws/chat", chat_room.ChatRoom())
+    url = f"{await serve(server)}/ws/chat"
+    ready = asyncio.Event()
+    bot = asyncio.create_task(chat_bot.run_bot(url, ready=ready.set))
+    try:
+        await within(ready.wait())
+        async with connect(url) as person:  # a plain WebSocket, as the guide's page
+            heard = []
+            for said, lines in (("hello everyone", 1), ("!echo hello bot", 2), ("!help", 2)):
+                await person.send(said)
+                heard += [json.loads(await within(person.recv()))["text"] for _ in range(lines)]
+        assert heard == ["hello everyone", "!echo hello bot", "bot: hello bot", "!help",
+                         "bot: I know !help, !echo <text> and !time"]
+    finally:
+        bot.cancel()
+        await asyncio.gather(bot, return_exceptions=True)
+    assert bot.cancelled()

@@ -7,7 +7,12 @@ those frames is reported as :class:`InvalidMessage`, so the session can answer
 with an ``error`` frame and go on. What the server answers is built here and
 encoded once by :func:`encode`, however many sockets get it. Publications and
 direct messages (``pub``, ``msg``) are enveloped by ``_wire`` instead, which
-embeds the application's payload without decoding it. Pure code, no I/O.
+embeds the application's payload without decoding it.
+
+The other way round, a client (``nucleus.client``) builds its frames from the
+same structs with :func:`build`, and reads the server's with
+:func:`parse_server`, whose :class:`Pub` and :class:`Msg` read the envelopes
+``_wire`` writes. Pure code, no I/O.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = [
     "Error",
     "Failure",
     "Hello",
+    "Incoming",
     "Joined",
     "Left",
     "Msg",
@@ -34,6 +40,7 @@ __all__ = [
     "Position",
     "PresenceDiff",
     "PresenceState",
+    "Pub",
     "Refresh",
     "Refreshed",
     "Reply",
@@ -41,14 +48,16 @@ __all__ = [
     "ServerFrame",
     "Sub",
     "Unsub",
+    "build",
     "encode",
     "parse",
+    "parse_server",
 ]
 
 # client to server
 
 
-class Position(msgspec.Struct, frozen=True):
+class Position(msgspec.Struct, frozen=True, omit_defaults=True):
     """Where a client stands in a channel: the last epoch and offset it saw."""
 
     epoch: str | None = None
@@ -60,7 +69,7 @@ class Hello(msgspec.Struct, tag="hello", tag_field="type", frozen=True):
     channels: dict[str, Position] = {}
 
 
-class Sub(msgspec.Struct, tag="sub", tag_field="type", frozen=True):
+class Sub(msgspec.Struct, tag="sub", tag_field="type", frozen=True, omit_defaults=True):
     channel: str
     id: int | None = None
     epoch: str | None = None
@@ -68,22 +77,23 @@ class Sub(msgspec.Struct, tag="sub", tag_field="type", frozen=True):
     presence: bool | None = None  # start (True) or stop (False) watching its presence
 
 
-class Unsub(msgspec.Struct, tag="unsub", tag_field="type", frozen=True):
+class Unsub(msgspec.Struct, tag="unsub", tag_field="type", frozen=True, omit_defaults=True):
     channel: str
     id: int | None = None
 
 
-class Msg(msgspec.Struct, tag="msg", tag_field="type", frozen=True):
+class Msg(msgspec.Struct, tag="msg", tag_field="type", frozen=True, omit_defaults=True):
     text: str | None = None
     data: msgspec.Raw = msgspec.Raw()
 
 
-class Refresh(msgspec.Struct, tag="refresh", tag_field="type", frozen=True):
+class Refresh(msgspec.Struct, tag="refresh", tag_field="type", frozen=True,
+              omit_defaults=True):
     token: str
     id: int | None = None
 
 
-class Req(msgspec.Struct, tag="req", tag_field="type", frozen=True):
+class Req(msgspec.Struct, tag="req", tag_field="type", frozen=True, omit_defaults=True):
     """A request for the handler's ``on_request``, answered by a ``reply`` with its ``id``."""
 
     id: int
@@ -209,3 +219,71 @@ PONG: Final = control_frame(Pong())
 def encode(frame: ServerFrame) -> tuple[bytes, str]:
     """The WebSocket frame carrying ``frame``, and its text (for the ASGI door)."""
     return control_frame(frame)
+
+
+# what a client reads: the frames above, and the envelopes ``_wire`` writes
+
+
+class Pub(msgspec.Struct, tag="pub", tag_field="type", frozen=True, omit_defaults=True):
+    """
+    A room broadcast as a client reads it: JSON in ``data``, other text in
+    ``text``; neither in the header of a binary frame, whose payload follows it.
+    """
+
+    channel: str
+    offset: int | None = None
+    event: str | None = None
+    text: str | None = None
+    data: msgspec.Raw = msgspec.Raw()
+
+
+#: Every frame a client may get; a direct message is a :class:`Msg`, as the
+#: client's own.
+Incoming = Union[  # noqa: UP007
+    Joined, Left, Error, Reply, Refreshed, Pong, PresenceState, PresenceDiff, Pub, Msg]
+
+_incoming = msgspec.json.Decoder(Incoming)
+_KNOWN: Final = frozenset(
+    cls.__struct_config__.tag for cls in (
+        Joined, Left, Error, Reply, Refreshed, Pong, PresenceState, PresenceDiff, Pub, Msg))
+
+
+class _Typed(msgspec.Struct):
+    type: str
+
+
+_typed = msgspec.json.Decoder(_Typed)
+
+
+def parse_server(frame: str | bytes) -> tuple[Incoming, bytes | None] | None:
+    """
+    Parse one server frame (a client's side of ``docs/protocol.md`` §2): the
+    frame, and for a binary one its payload. ``None``: a well-formed frame of a
+    type this version does not know, to be ignored. :class:`InvalidMessage`
+    says what is malformed.
+    """
+    payload: bytes | None = None
+    header: str | bytes = frame
+    if isinstance(frame, bytes):
+        # 4-byte big-endian header length, the JSON header, then the payload
+        size = int.from_bytes(frame[:4], "big")
+        if len(frame) < 4 or 4 + size > len(frame):
+            raise InvalidMessage("a binary frame's header length runs past its end")
+        header, payload = frame[4 : 4 + size], frame[4 + size :]
+    try:
+        return _incoming.decode(header), payload
+    except msgspec.ValidationError as exc:
+        try:
+            kind = _typed.decode(header).type
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            kind = None
+        if kind is not None and kind not in _KNOWN:
+            return None
+        raise validation_error(exc) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidMessage(f"malformed JSON: {exc}") from exc
+
+
+def build(frame: ClientFrame) -> str:
+    """The text of a client frame (fields left at their defaults are left out)."""
+    return msgspec.json.encode(frame).decode()
