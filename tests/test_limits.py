@@ -83,6 +83,8 @@ async def test_slow_consumer_is_closed_with_1013_and_others_get_everything(
             writer.close()  # end the TCP connection as a client does after a close frame
             assert await within(handler.disconnected.get(), 30) == slow.id
             assert slow.id not in await server.hub.room_members("feed")
+            assert server.metrics is not None  # /metrics counts it
+            assert server.metrics.slow_consumers._value.get() == 1
     finally:
         logging.getLogger("nucleus.stream").removeHandler(signal)
 

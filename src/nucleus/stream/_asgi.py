@@ -28,6 +28,7 @@ from ._socket import Connection, WebSocket
 from ._wire import SUBPROTOCOL, Outgoing
 
 if TYPE_CHECKING:
+    from ._metrics import Metrics
     from ._server import StreamServer
 
 __all__ = ["AsgiConnection", "handle_asgi"]
@@ -43,11 +44,12 @@ Send = Callable[[Message], Awaitable[None]]
 class AsgiConnection(Connection):
     """A socket behind an ASGI server: a bounded queue drained by one writer task."""
 
-    __slots__ = ("_close", "_max_send_queue", "_open", "_queue", "_queued", "_sending", "_wakeup",
-                 "tagged")
+    __slots__ = ("_close", "_max_send_queue", "_metrics", "_open", "_queue", "_queued",
+                 "_sending", "_wakeup", "tagged")
 
-    def __init__(self, tagged: bool, max_send_queue: int) -> None:
+    def __init__(self, tagged: bool, max_send_queue: int, metrics: Metrics | None = None) -> None:
         self.tagged = tagged
+        self._metrics = metrics
         self._max_send_queue = max_send_queue
         self._queue: deque[str | bytes] = deque()
         self._queued = 0
@@ -77,6 +79,8 @@ class AsgiConnection(Connection):
                            self._max_send_queue)
             self._queue.clear()
             self._queued = 0
+            if self._metrics is not None:
+                self._metrics.slow_consumers.inc()
             self.close(1013, "slow consumer: send queue full")
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -207,7 +211,7 @@ async def _websocket(app: StreamServer, scope: Scope, receive: Receive, send: Se
     route, admission = decision.route, decision.admission
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.subprotocols else None
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
-    conn = AsgiConnection(subprotocol is not None, route.max_send_queue)
+    conn = AsgiConnection(subprotocol is not None, route.max_send_queue, app.metrics)
     socket = WebSocket(request, conn, route=route.path, subprotocol=subprotocol,
                        user_id=admission.user_id)
     reading = asyncio.Event()

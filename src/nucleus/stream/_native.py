@@ -420,6 +420,8 @@ class NativeConnection(asyncio.Protocol, Connection):
         logger.warning("closing slow consumer %s: more than %d bytes queued",
                        self._session.socket.id if self._session else "?", self._max_send_queue)
         self._buf = []
+        if self._session is not None and self._session.hub.metrics is not None:
+            self._session.hub.metrics.slow_consumers.inc()
         self.close(1013, "slow consumer: send queue full")
 
     def _abort(self) -> None:
