@@ -19,6 +19,19 @@ async def within(awaitable: Any, seconds: float = DEADLINE) -> Any:
     return await asyncio.wait_for(awaitable, seconds)
 
 
+async def eventually(
+    check: Callable[[], Awaitable[bool]], seconds: float = DEADLINE, what: str = "a condition"
+) -> float:
+    """Poll ``check`` until it is true; fail after ``seconds``. Returns the time it took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not await check():
+        if loop.time() - start > seconds:
+            raise AssertionError(f"{what} did not happen within {seconds}s")
+        await asyncio.sleep(0.02)
+    return loop.time() - start
+
+
 class Recorder(StreamHandler):
     """Records every callback; joins ``rooms`` on connect; echoes into ``room`` if asked."""
 
