@@ -403,3 +403,32 @@ async def test_a_subscription_failing_in_an_outage_is_retried_not_refused(
         assert first.ws is not None and first.ws.close_code is None  # the others stayed
     finally:
         await admin.aclose()
+
+
+# -- cancelling a caller --------------------------------------------------------------
+
+
+async def test_a_loop_of_hub_calls_ends_at_the_first_cancel(cluster: Cluster) -> None:
+    """
+    A background task polling the hub (a dashboard, a presence watcher) ends
+    when cancelled, at once. (With a socket timeout, redis-py writes through
+    asyncio.wait_for, which on Python 3.11 swallowed nearly every such cancel:
+    shutdown waited on tasks that went on polling.)
+    """
+    require_redis()
+    node = await cluster.node(REDIS_URL)
+
+    async def poll() -> None:
+        while True:
+            await node.hub.online_users()
+
+    for _ in range(10):
+        task = asyncio.ensure_future(poll())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=1.0)
+        if not done:
+            while not task.done():  # (leave nothing running, then fail)
+                task.cancel()
+                await asyncio.wait([task], timeout=0.1)
+        assert done, "the cancellation was swallowed"
