@@ -8,8 +8,11 @@ Tools for the fault tests: a private Redis, a TCP proxy we can cut, node process
   balancer in front of nodes, or a link to Redis); it can stop (connections
   reset, new ones refused), stall (bytes held back, like a partition) and add
   latency (a slow network), each in order.
-- :class:`Node` is ``python -m nucleus serve <app> --port 0`` in a child
-  process, with ``NUCLEUS_BACKEND`` set; SIGKILL it to simulate a crash.
+- :class:`NodeProcess` is ``python -m nucleus serve <app> --port 0`` in a
+  child process, with ``NUCLEUS_BACKEND`` set; SIGKILL it to simulate a crash.
+- :class:`Cluster` owns what a test starts (in-process nodes on one key
+  prefix, processes, proxies, clients, publishers) and closes it all, in
+  order, at the end.
 """
 
 from __future__ import annotations
@@ -22,13 +25,19 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from nucleus.stream import HistoryPolicy, RedisBackend, StreamHub, StreamServer
+
+from .apps.chat_node import Chat
+from .backends import delete_prefix, new_prefix, redis_reachable
+from .counting import ROOM, Publisher
 from .helpers import within
+from .tagged_client import TaggedClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,19 +46,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], seconds: float = 10.0, what: str = "a condition"
-) -> float:
-    """Poll ``check`` until it is true; fail after ``seconds``. Returns the time it took."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not await check():
-        if loop.time() - start > seconds:
-            raise AssertionError(f"{what} did not happen within {seconds}s")
-        await asyncio.sleep(0.02)
-    return loop.time() - start
 
 
 class PrivateRedis:
@@ -220,7 +216,7 @@ class TcpProxy:
         await self.stop()
 
 
-class Node:
+class NodeProcess:
     """A server process: ``python -m nucleus serve <app>`` with a backend URL."""
 
     def __init__(self, app: str, backend: str, port: int = 0) -> None:
@@ -269,6 +265,94 @@ class Node:
             await asyncio.gather(self._drain, return_exceptions=True)
 
 
-async def start_all(*parts: Any) -> None:
-    """Start servers, proxies and nodes concurrently (node processes take a while)."""
-    await asyncio.gather(*(part.start() for part in parts))
+@dataclass
+class Node:
+    """A node in this process (so that its logs can be read): a server on a RedisBackend."""
+
+    server: StreamServer
+    backend: RedisBackend
+    url: str
+
+    @property
+    def hub(self) -> StreamHub:
+        return self.server.hub
+
+
+class Cluster:
+    """What a fault test starts, on one key prefix; closed in order at the end."""
+
+    def __init__(self) -> None:
+        self.prefix = new_prefix()
+        self.servers: list[StreamServer] = []
+        self.clients: list[TaggedClient] = []
+        self.publishers: list[Publisher] = []
+        self.processes: list[NodeProcess] = []
+        self.proxies: list[TcpProxy] = []
+
+    async def node(self, redis_url: str, history: int = 1000, **options: Any) -> Node:
+        """A chat node (tests.apps.chat_node) keeping ``history`` messages per room."""
+        options.setdefault("presence_timeout", 2.0)
+        options.setdefault("probe_interval", 0.25)
+        options.setdefault("timeout", 1.0)
+        backend = RedisBackend(redis_url, prefix=self.prefix, **options)
+        server = StreamServer(backend=backend)
+        server.route("/ws", Chat(), rate_limit=None)
+        server.history("*", HistoryPolicy(size=history, ttl=300))
+        return Node(server, backend, await self.serve(server))
+
+    async def serve(self, server: StreamServer) -> str:
+        """Start ``server`` (any backend); its WebSocket URL."""
+        self.servers.append(server)
+        host, port = await server.start("127.0.0.1", 0)
+        return f"ws://{host}:{port}/ws"
+
+    async def spawn(self, app: str, backend: str, count: int) -> list[NodeProcess]:
+        """``count`` node processes serving ``app``, started concurrently."""
+        started = [NodeProcess(app, backend) for _ in range(count)]
+        self.processes.extend(started)
+        await asyncio.gather(*(node.start() for node in started))
+        return started
+
+    async def proxy(self, *upstreams: tuple[str, int], latency: float = 0.0) -> TcpProxy:
+        proxy = TcpProxy(*upstreams, latency=latency)
+        self.proxies.append(proxy)
+        await proxy.start()
+        return proxy
+
+    async def client(self, url: str, user: str | None = None, room: str = ROOM) -> TaggedClient:
+        """A library client subscribed to ``room`` (its ``joined`` received)."""
+        client = TaggedClient(f"{url}?user={user}" if user else url)
+        self.clients.append(client)
+        await client.open(room)
+        joined = await client.next_control("joined")
+        assert joined["channel"] == room
+        return client
+
+    def publisher(self, hub: StreamHub) -> Publisher:
+        publisher = Publisher(hub)
+        self.publishers.append(publisher)
+        publisher.start()
+        return publisher
+
+    async def aclose(self) -> None:
+        for publisher in self.publishers:
+            await publisher.stop()
+        for client in self.clients:
+            if client.ws is not None:
+                client.ws.transport.abort()
+            await client.wait_closed()
+        for server in self.servers:
+            await server.aclose()
+        for process in self.processes:
+            await process.aclose()
+        for proxy in self.proxies:
+            await proxy.aclose()
+        if redis_reachable():
+            await delete_prefix(self.prefix)  # what nodes on the shared Redis left
+
+
+def host_port_db(url: str) -> tuple[str, int, str]:
+    """``redis://host:port/db`` -> (host, port, db)."""
+    location, _, db = url.split("//", 1)[1].partition("/")
+    host, _, port = location.rpartition(":")
+    return host, int(port), db or "0"

@@ -151,3 +151,28 @@ async def any_backend(
     yield kind
     if kind == "redis":
         await delete_prefix(prefix)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Any]:
+    """Nodes, processes, proxies and clients of a fault test, closed at the end."""
+    from .cluster import Cluster
+
+    owned = Cluster()
+    try:
+        yield owned
+    finally:
+        await owned.aclose()
+
+
+@pytest.fixture
+async def private_redis() -> AsyncIterator[Any]:
+    """A redis-server of the test's own (no persistence): kill it, restart it."""
+    from .cluster import PrivateRedis
+
+    server = PrivateRedis()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.aclose()

@@ -19,16 +19,17 @@ async def within(awaitable: Any, seconds: float = DEADLINE) -> Any:
     return await asyncio.wait_for(awaitable, seconds)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = DEADLINE) -> None:
-    """
-    Wait until ``await check()`` is true, failing after ``seconds``: for state
-    kept elsewhere (a cluster's indexes in Redis) that no local event announces.
-    """
-    async def poll() -> None:
-        while not await check():  # noqa: ASYNC110 - nothing to wait on but the answer
-            await asyncio.sleep(0.01)
-
-    await within(poll(), seconds)
+async def eventually(
+    check: Callable[[], Awaitable[bool]], seconds: float = DEADLINE, what: str = "a condition"
+) -> float:
+    """Poll ``check`` until it is true; fail after ``seconds``. Returns the time it took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not await check():
+        if loop.time() - start > seconds:
+            raise AssertionError(f"{what} did not happen within {seconds}s")
+        await asyncio.sleep(0.02)
+    return loop.time() - start
 
 
 class Recorder(StreamHandler):

@@ -17,11 +17,13 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from websockets.asyncio.client import connect
 
-from nucleus.stream import HistoryPolicy, SocketMessage, StreamServer
+from nucleus.stream import HistoryPolicy, RedisBackend, SocketMessage, StreamServer
 
 from .apps.relay import PAGE
 from .apps.relay import create_app as create_relay
-from .helpers import within
+from .backends import REDIS_URL, require_redis
+from .cluster import Cluster
+from .helpers import eventually, within
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -340,28 +342,29 @@ async def test_a_refused_token_stops_reconnecting(browser: Browser) -> None:
         await app.aclose()
 
 
-async def test_page_keeps_its_chat_when_its_node_is_killed(browser: Browser) -> None:
+async def test_page_keeps_its_chat_when_its_node_is_killed(
+    browser: Browser, cluster: Cluster,
+) -> None:
     """
     Two relay nodes on Redis behind a load balancer (which tries node A, then
     B, as nginx's proxy_next_upstream does). The page is on A when A is
     SIGKILLed while a third node publishes: the page reconnects through the
     balancer to B, resumes, and shows every message once, in order, no gap.
     """
-    from nucleus.stream import RedisBackend
-
-    from .backends import REDIS_URL, delete_prefix, new_prefix, require_redis
-    from .cluster import Node, TcpProxy, eventually, start_all
-
     require_redis()
-    prefix = new_prefix()
-    backend = f"{REDIS_URL}?prefix={prefix}&presence_timeout=2&probe_interval=0.25"
-    a, b = Node("tests.apps.relay:server", backend), Node("tests.apps.relay:server", backend)
-    publisher = StreamServer(backend=RedisBackend(REDIS_URL, prefix=prefix, presence_timeout=2,
-                                                  probe_interval=0.25))
-    balancer: TcpProxy | None = None
+    backend = f"{REDIS_URL}?prefix={cluster.prefix}&presence_timeout=2&probe_interval=0.25"
+    a, b = await cluster.spawn("tests.apps.relay:server", backend, 2)
+    balancer = await cluster.proxy(("127.0.0.1", a.port), ("127.0.0.1", b.port))
+    publisher = StreamServer(backend=RedisBackend(REDIS_URL, prefix=cluster.prefix))
+    await cluster.serve(publisher)
+    page = await open_relay_page(browser, f"http://127.0.0.1:{balancer.port}/")
+
+    async def page_joined() -> bool:
+        return len(await publisher.hub.room_members("general")) == 1
+
+    await eventually(page_joined, what="the page in the room")
     published: list[str] = []
     burst = [0]  # messages to publish back to back
-    sending: asyncio.Task[None] | None = None
 
     async def publish() -> None:
         while True:
@@ -373,42 +376,23 @@ async def test_page_keeps_its_chat_when_its_node_is_killed(browser: Browser) -> 
             else:
                 await asyncio.sleep(0.02)  # 50 a second: the default history (100) covers 2 s
 
+    sending = asyncio.ensure_future(publish())
     try:
-        await start_all(a, b)
-        await publisher.start("127.0.0.1", 0)
-        balancer = TcpProxy(("127.0.0.1", a.port), ("127.0.0.1", b.port))
-        await balancer.start()
-        page = await open_relay_page(browser, f"http://127.0.0.1:{balancer.port}/")
-
-        async def page_joined() -> bool:
-            return len(await publisher.hub.room_members("general")) == 1
-
-        await eventually(page_joined, what="the page in the room")
-        sending = asyncio.ensure_future(publish())
         await wait_rendered(page, 20)
         await a.kill()
         burst[0] = 10  # while the page is still finding its way to B
         await page.wait_for_function("window.states.filter(s => s === 'open').length >= 2",
                                      timeout=20_000)
         await wait_rendered(page, len(published) + 20)
+    finally:
         sending.cancel()
         await asyncio.gather(sending, return_exceptions=True)
-        # (A publication cancelled in flight may still be delivered: wait for
-        # what was acknowledged, then compare everything shown.)
-        shown = await wait_rendered(page, len(published))
-        assert shown[: len(published)] == published
-        assert len(shown) <= len(published) + 1 and len(set(shown)) == len(shown)
-        assert await page.evaluate("window.gaps") == []
-    finally:
-        if sending is not None:
-            sending.cancel()
-            await asyncio.gather(sending, return_exceptions=True)
-        if balancer is not None:
-            await balancer.aclose()
-        await publisher.aclose()
-        await a.aclose()
-        await b.aclose()
-        await delete_prefix(prefix)
+    # (A publication cancelled in flight may still be delivered: wait for what
+    # was acknowledged, then compare everything shown.)
+    shown = await wait_rendered(page, len(published))
+    assert shown[: len(published)] == published
+    assert len(shown) <= len(published) + 1 and len(set(shown)) == len(shown)
+    assert await page.evaluate("window.gaps") == []
 
 
 HEARTBEAT_PAGE = b"""<!doctype html><ul id="list"></ul><script type="module">

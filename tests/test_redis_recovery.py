@@ -22,9 +22,8 @@ from nucleus.stream import (
 )
 
 from .backends import REDIS_URL, redis_backend
-from .cluster import eventually
 from .conftest import Serve
-from .helpers import within
+from .helpers import eventually, within
 from .tagged_client import ChannelLog, TaggedClient
 
 ROOM = "chat"

@@ -148,7 +148,10 @@ class RedisBackend(Backend):
         try:
             pool = aioredis.BlockingConnectionPool.from_url(
                 self.url, max_connections=self._max_connections, timeout=self.timeout,
-                socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
+                # Every call is bounded by our own asyncio.timeout instead: with a
+                # socket_timeout, redis-py writes through asyncio.wait_for, which
+                # on Python 3.11 swallows most cancellations of a busy caller.
+                socket_timeout=None, socket_connect_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 0),
                 # RESP2: pub/sub messages are plain replies this link reads itself.
                 protocol=2,
@@ -315,7 +318,8 @@ class RedisBackend(Backend):
         if conn is not None:
             self._sent[channel] = self._sent.get(channel, 0) + 1
             try:
-                await conn.send_command("UNSUBSCRIBE", channel)
+                async with asyncio.timeout(self.timeout):
+                    await conn.send_command("UNSUBSCRIBE", channel)
             except _LINK_ERRORS as exc:
                 logger.debug("unsubscribe of %s failed: %s", room, exc)
 
