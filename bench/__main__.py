@@ -8,22 +8,28 @@ failed (or a ``--require`` d server was not available), 2 on a setup error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import signal
 import sys
 from pathlib import Path
 
+from .broker import PrivateRedis
 from .errors import BenchError
 from .loadgen import Loadgen, build
 from .progress import Progress
 from .report import figure_table, render_chart, render_table, write_json
 from .runner import Plan, run_plan
-from .servers import REPO, SERVERS
-from .system import ephemeral_port_count, machine_facts, raise_nofile
+from .servers import LOG_DIR, REPO, SERVERS
+from .system import ephemeral_port_count, free_port, machine_facts, raise_nofile
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_SERVERS = "nucleus,websockets,socketio,node-ws,node-socketio,socketify"
+DEFAULT_SERVERS = (
+    "nucleus,nucleus-redis,nucleus-workers-1,nucleus-workers-2,"
+    "websockets,socketio,node-ws,node-socketio,socketify"
+)
+DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
 _FD_HEADROOM = 100  # descriptors a server or the load generator needs besides its sockets
 
 
@@ -87,10 +93,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=100, help="message bytes (100)")
     parser.add_argument("--concurrency", type=int, default=32, help="handshake workers (32)")
     parser.add_argument(
-        "--backend",
-        default="memory",
-        choices=("memory", "redis"),
-        help="Nucleus Stream hub backend (memory)",
+        "--redis",
+        default=DEFAULT_REDIS,
+        metavar="URL",
+        help=f"Redis for nucleus-redis and nucleus-workers-N ({DEFAULT_REDIS}); the bench "
+        "writes keys under its own prefix there and removes them afterwards. 'private': "
+        "start a redis-server of its own, so that no other client's work is in its CPU time",
     )
     parser.add_argument(
         "--smoke",
@@ -147,7 +155,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         msg_size=args.size,
         handshake_concurrency=args.concurrency,
         repeat=max(args.repeat, 1),
-        backend=args.backend,
+        redis_url=args.redis,
         smoke=smoke,
         setup_timeout=30.0 if smoke else 180.0,
         drain_timeout=10.0 if smoke else 45.0,
@@ -211,16 +219,26 @@ def main(argv: list[str] | None = None) -> int:
 
     _stop_on_sigterm()
     facts = machine_facts(REPO)
-    # The harness mostly sleeps; keep it off the server's core all the same.
-    os.sched_setaffinity(0, {plan.loadgen_cpu})
-    progress = Progress(len(plan.servers) * plan.units_per_server())
-    try:
-        servers, failures = run_plan(plan, loadgen, progress)
-    except KeyboardInterrupt:
+    with contextlib.ExitStack() as stack:
+        if plan.redis_url == "private" and any(SERVERS[name].redis for name in plan.servers):
+            # Started before the harness pins itself: it runs on any core, as a shared one would.
+            private = PrivateRedis(free_port(), LOG_DIR / "redis-server.log")
+            try:
+                plan = dataclasses.replace(plan, redis_url=stack.enter_context(private))
+            except BenchError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            facts["redis"] = "a private redis-server started by the benchmark"
+        # The harness mostly sleeps; keep it off the server's core all the same.
+        os.sched_setaffinity(0, {plan.loadgen_cpu})
+        progress = Progress(sum(plan.units(SERVERS[name]) for name in plan.servers))
+        try:
+            servers, failures = run_plan(plan, loadgen, progress)
+        except KeyboardInterrupt:
+            progress.close()
+            print("interrupted", file=sys.stderr)
+            return 130
         progress.close()
-        print("interrupted", file=sys.stderr)
-        return 130
-    progress.close()
 
     columns = [str(n) for n in plan.subscribers]
     table = figure_table(servers, columns)

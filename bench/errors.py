@@ -6,7 +6,8 @@ Exceptions raised by the benchmark harness.
     BenchError
     ├── BuildError          the load generator did not compile
     ├── ServerUnavailable   a server could not be prepared or did not start
-    └── LoadgenFailed       a load generator run reported an error or timed out
+    ├── LoadgenFailed       a load generator run reported an error or timed out
+    └── BrokerError         the benchmark's Redis is unreachable or refused a command
 
 A :class:`ServerUnavailable` skips that server and is reported as "not
 available"; a :class:`LoadgenFailed` marks one figure as failed and the run
@@ -15,7 +16,7 @@ goes on.
 
 from __future__ import annotations
 
-__all__ = ["BenchError", "BuildError", "LoadgenFailed", "ServerUnavailable"]
+__all__ = ["BenchError", "BrokerError", "BuildError", "LoadgenFailed", "ServerUnavailable"]
 
 
 class BenchError(Exception):
@@ -32,3 +33,7 @@ class ServerUnavailable(BenchError):
 
 class LoadgenFailed(BenchError):
     """The load generator exited with an error or ran past its deadline."""
+
+
+class BrokerError(BenchError):
+    """The Redis of ``--redis`` could not be reached, or refused a command."""

@@ -82,6 +82,8 @@ static const char *const phase_names[] = {"connect", "probe", "warmup", "measure
 
 /* ------------------------------------------------------------------ config */
 
+#define MAX_PIDS 16
+
 static struct {
     enum mode mode;
     enum dialect dialect;
@@ -101,7 +103,10 @@ static struct {
     double setup_timeout;
     double drain_timeout;
     double hold;
-    long server_pid;
+    long server_pids[MAX_PIDS];
+    int n_server_pids;
+    long broker_pids[MAX_PIDS];
+    int n_broker_pids;
     long coalesce_us;
     double overload_after;
     int cpu;
@@ -119,7 +124,6 @@ static struct {
     .setup_timeout = 120.0,
     .drain_timeout = 30.0,
     .hold = 600.0,
-    .server_pid = 0,
     .coalesce_us = 0,
     .overload_after = 3.0,
     .cpu = -1,
@@ -462,17 +466,16 @@ struct core_times {
 
 struct snap {
     uint64_t wall, self_cpu;
-    long long server_ticks;
+    long long server_ticks, broker_ticks;
     int n_cores;
     struct core_times cores[MAX_CPUS];
 };
 static struct snap snap0, snap1;
 
-static long long server_cpu_ticks(void) {
-    if (cfg.server_pid <= 0)
-        return -1;
+/* utime+stime of one process (all its threads), in clock ticks; -1 if unreadable. */
+static long long process_cpu_ticks(long pid) {
     char path[64], text[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", cfg.server_pid);
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
@@ -503,6 +506,18 @@ static long long server_cpu_ticks(void) {
     return utime < 0 || stime < 0 ? -1 : utime + stime;
 }
 
+/* The sum over `pids`; -1 if there are none or one is unreadable (it exited). */
+static long long pids_cpu_ticks(const long *pids, int n) {
+    long long sum = 0;
+    for (int i = 0; i < n; i++) {
+        long long t = process_cpu_ticks(pids[i]);
+        if (t < 0)
+            return -1;
+        sum += t;
+    }
+    return n > 0 ? sum : -1;
+}
+
 static int read_cores(struct core_times *cores) {
     FILE *f = fopen("/proc/stat", "re");
     if (!f)
@@ -530,7 +545,8 @@ static int read_cores(struct core_times *cores) {
 static void take_snap(struct snap *s) {
     s->wall = mono_ns();
     s->self_cpu = self_cpu_ns();
-    s->server_ticks = server_cpu_ticks();
+    s->server_ticks = pids_cpu_ticks(cfg.server_pids, cfg.n_server_pids);
+    s->broker_ticks = pids_cpu_ticks(cfg.broker_pids, cfg.n_broker_pids);
     s->n_cores = read_cores(s->cores);
 }
 
@@ -1358,6 +1374,10 @@ static void print_report(void) {
         double srv = (double)(snap1.server_ticks - snap0.server_ticks) / (double)sysconf(_SC_CLK_TCK);
         fprintf(f, ",\"server_cpu_s\":%.3f,\"server_cpu_share\":%.4f", srv, wall > 0 ? srv / wall : 0.0);
     }
+    if (measured && snap0.broker_ticks >= 0 && snap1.broker_ticks >= 0) {
+        double brk = (double)(snap1.broker_ticks - snap0.broker_ticks) / (double)sysconf(_SC_CLK_TCK);
+        fprintf(f, ",\"broker_cpu_s\":%.3f,\"broker_cpu_share\":%.4f", brk, wall > 0 ? brk / wall : 0.0);
+    }
     if (measured && snap0.n_cores == snap1.n_cores && snap0.n_cores > 0) {
         fprintf(f, ",\"cores\":[");
         for (int i = 0; i < snap0.n_cores; i++) {
@@ -1398,7 +1418,10 @@ static void usage(FILE *f) {
             "  --overload-after S     latency: stop early, reporting \"overloaded\", once a message\n"
             "                         has waited S seconds for its last delivery (3)\n"
             "  --hold S               idle: hold at most S seconds (600)\n"
-            "  --server-pid PID       read the server's CPU time from /proc/PID/stat\n"
+            "  --server-pid PID       read the server's CPU time from /proc/PID/stat; repeat it\n"
+            "                         for a server of several processes (their sum)\n"
+            "  --broker-pid PID       the same for a broker the server uses (redis-server),\n"
+            "                         reported apart as broker_cpu_s\n"
             "  --coalesce-us U        after a small batch of events, sleep until U us have passed\n"
             "                         since the last wake-up: fewer reads and ACKs per delivery,\n"
             "                         but it can starve a fast server (0 = off, the default)\n"
@@ -1427,7 +1450,7 @@ static void parse_args(int argc, char **argv) {
         {"drain-timeout", required_argument, 0, 'T'}, {"hold", required_argument, 0, 'h'},
         {"server-pid", required_argument, 0, 'i'},    {"cpu", required_argument, 0, 'C'},
         {"coalesce-us", required_argument, 0, 'o'},   {"overload-after", required_argument, 0, 'O'},
-        {"warmup-max", required_argument, 0, 'M'},
+        {"warmup-max", required_argument, 0, 'M'},   {"broker-pid", required_argument, 0, 'B'},
         {0, 0, 0, 0},
     };
     if (argc < 2) {
@@ -1479,7 +1502,17 @@ static void parse_args(int argc, char **argv) {
         case 'S': cfg.setup_timeout = parse_num(name, optarg, 0.1, 86400); break;
         case 'T': cfg.drain_timeout = parse_num(name, optarg, 0, 86400); break;
         case 'h': cfg.hold = parse_num(name, optarg, 0, 86400); break;
-        case 'i': cfg.server_pid = (long)parse_num(name, optarg, 1, 4194304); break;
+        case 'i':
+        case 'B': {
+            long *pids = ch == 'i' ? cfg.server_pids : cfg.broker_pids;
+            int *n = ch == 'i' ? &cfg.n_server_pids : &cfg.n_broker_pids;
+            if (*n == MAX_PIDS) {
+                fprintf(stderr, "loadgen: at most %d --%s options\n", MAX_PIDS, name);
+                exit(1);
+            }
+            pids[(*n)++] = (long)parse_num(name, optarg, 1, 4194304);
+            break;
+        }
         case 'C': cfg.cpu = (int)parse_num(name, optarg, 0, 4095); break;
         case 'o': cfg.coalesce_us = (long)parse_num(name, optarg, 0, 100000); break;
         case 'O': cfg.overload_after = parse_num(name, optarg, 0.001, 86400); break;

@@ -73,16 +73,19 @@ class Loadgen:
         """Run one measurement and return its report.
 
         ``options`` become ``--key value`` flags (``None`` values are left
-        out). In idle mode ``on_ready`` is called once every connection is
-        open and joined; the connections close when it returns. Raises
+        out; a list or tuple repeats the flag once per item). In idle mode
+        ``on_ready`` is called once every connection is open and joined; the
+        connections close when it returns. Raises
         :class:`LoadgenFailed` on an error report, a crash or a timeout.
         """
         argv = [str(self.binary), mode, "--port", str(port)]
         if self.cpu is not None:
             argv += ["--cpu", str(self.cpu)]
         for key, value in options.items():
-            if value is not None:
-                argv += [f"--{key.replace('_', '-')}", str(value)]
+            flag = f"--{key.replace('_', '-')}"
+            for item in value if isinstance(value, list | tuple) else (value,):
+                if item is not None:
+                    argv += [flag, str(item)]
         timed_out = threading.Event()
         other_lines: deque[str] = deque(maxlen=20)
         with subprocess.Popen(

@@ -32,6 +32,8 @@ class Figure:
     source: str
     """Which measurement the figure comes from."""
     fmt: Callable[[float], str]
+    shown_with: str | None = None
+    """Shown only when this figure has a value for some server (redis-server CPU)."""
 
 
 def _get(*path: str) -> Callable[[Entry], float | None]:
@@ -93,6 +95,25 @@ FIGURES: tuple[Figure, ...] = (
         _get("server_cpu_s_per_million"),
         "fanout",
         lambda v: f"{v:.2f}",
+    ),
+    Figure(
+        "broker_cpu_s_per_million",
+        "redis-server CPU s per million deliveries",
+        "lower",
+        True,
+        _get("broker_cpu_s_per_million"),
+        "fanout",
+        lambda v: f"{v:.2f}",
+    ),
+    Figure(
+        "total_cpu_s_per_million",
+        "server + redis-server CPU s per million deliveries",
+        "lower",
+        True,
+        _get("total_cpu_s_per_million"),
+        "fanout",
+        lambda v: f"{v:.2f}",
+        shown_with="broker_cpu_s_per_million",
     ),
     Figure(
         "kib_per_idle_conn",
@@ -172,7 +193,9 @@ def _flags(result: Entry) -> list[str]:
         flags.append("loadgen-bound")
     if result.get("server_unsaturated"):
         flags.append("unsaturated")
-    if any(v > 0.15 for v in (result.get("other_load") or {}).values()):
+    if result.get("broker_other_clients") or any(
+        v > 0.15 for v in (result.get("other_load") or {}).values()
+    ):
         flags.append("interference")
     return flags
 
@@ -192,6 +215,8 @@ def render_table(servers: dict[str, Entry], subscribers: list[str], table: dict[
     width = max([len(name) for name in names] + [12])
     lines = []
     for figure in FIGURES:
+        if not any(table[figure.shown_with or figure.key].values()):
+            continue
         columns = subscribers if figure.per_n else ["all"]
         heads = [f"N={int(c):,}" if c != "all" else "" for c in columns]
         lines.append("")
@@ -248,7 +273,7 @@ def render_chart(
     import matplotlib.pyplot as plt
 
     names = [name for name, entry in servers.items() if entry.get("available")]
-    fig, axes = plt.subplots(2, 4, figsize=(18, 8.5))
+    fig, axes = plt.subplots(2, 5, figsize=(22, 8.5))
     bar = 0.8 / max(len(names), 1)
     for ax, figure in zip(axes.flat, FIGURES, strict=True):
         columns = subscribers if figure.per_n else ["all"]

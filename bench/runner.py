@@ -3,9 +3,11 @@ The measurement plan and its execution against each server.
 
 Per server and subscriber count N: ``idle`` (RSS per connection), ``fanout``
 (deliveries/s at saturation, CPU per delivery) and ``latency`` (percentiles
-at a fixed rate); then ``handshakes`` once. In a full run every measurement
-gets a fresh server process, so one run's leftovers (queues, fragmented heaps)
-can't tilt the next; ``--smoke`` reuses one process per server to stay short.
+at a fixed rate); then ``handshakes`` once. A server may take part in some of
+these only (``ServerSpec.measures``: the ``--workers`` servers do handshakes).
+In a full run every measurement gets a fresh server process, so one run's
+leftovers (queues, fragmented heaps) can't tilt the next; ``--smoke`` reuses
+one process per server to stay short.
 
 A server that cannot be prepared or does not start the first time is "not
 available" and skipped; a failed measurement is recorded and the run goes on.
@@ -20,10 +22,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import LoadgenFailed, ServerUnavailable
+from .broker import RedisLink
+from .errors import BrokerError, LoadgenFailed, ServerUnavailable
 from .loadgen import Loadgen, Result
 from .progress import Progress
-from .servers import SERVERS, ServerProcess, ServerSpec, prepare
+from .servers import SERVERS, ServerProcess, ServerSpec, prepare, shown_url
 from .system import core_busy, irq_time_accounting, stable_rss_kib
 
 __all__ = ["Plan", "run_plan"]
@@ -61,7 +64,8 @@ class Plan:
     msg_size: int = 100
     handshake_concurrency: int = 32
     repeat: int = 1
-    backend: str = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/14"
+    """The Redis of the servers that use one; the bench writes to it (prefixed keys)."""
     smoke: bool = False
     setup_timeout: float = 180.0
     drain_timeout: float = 45.0
@@ -74,11 +78,17 @@ class Plan:
     require: tuple[str, ...] = ()
     """Servers whose unavailability is a failure (exit status 1) rather than a note."""
 
-    def units_per_server(self) -> int:
-        return len(self.subscribers) * (1 + 2 * self.repeat) + self.repeat
+    def units(self, spec: ServerSpec) -> int:
+        """How many measurements ``spec`` takes (for the progress line)."""
+        per_n = ("idle" in spec.measures) + self.repeat * (
+            ("fanout" in spec.measures) + ("latency" in spec.measures)
+        )
+        return len(self.subscribers) * per_n + self.repeat * ("handshakes" in spec.measures)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        found = asdict(self)
+        found["redis_url"] = shown_url(self.redis_url)
+        return found
 
 
 def run_plan(plan: Plan, loadgen: Loadgen, progress: Progress) -> tuple[dict[str, Any], list[str]]:
@@ -104,12 +114,12 @@ class _ServerRun:
             "dialect": spec.dialect,
             "available": False,
         }
-        self._units_left = plan.units_per_server()
+        self._units_left = plan.units(spec)
         self._shared: ServerProcess | None = None
 
     def run(self) -> dict[str, Any]:
         try:
-            prepare(self.spec)
+            prepare(self.spec, self.plan.redis_url)
             with contextlib.ExitStack() as stack:
                 if self.plan.smoke:
                     self._shared = stack.enter_context(self._start())
@@ -123,19 +133,26 @@ class _ServerRun:
         return self.entry
 
     def _measure_all(self) -> None:
-        per_n: dict[str, Any] = {}
-        self.entry["subscribers"] = per_n
-        for n in self.plan.subscribers:
-            per_n[str(n)] = {
-                "idle": self._step(f"idle N={n}", functools.partial(self._idle, n=n)),
-                "fanout": self._repeated(
-                    f"fanout N={n}", functools.partial(self._fanout, n=n), _deliveries_per_s
-                ),
-                "latency": self._repeated(
-                    f"latency N={n}", functools.partial(self._latency, n=n), _latency_p99
-                ),
-            }
-        self.entry["handshakes"] = self._repeated("handshakes", self._handshakes, _handshakes_per_s)
+        measures = self.spec.measures
+        if {"idle", "fanout", "latency"} & set(measures):
+            per_n: dict[str, Any] = {}
+            self.entry["subscribers"] = per_n
+            for n in self.plan.subscribers:
+                runs = per_n[str(n)] = {}
+                if "idle" in measures:
+                    runs["idle"] = self._step(f"idle N={n}", functools.partial(self._idle, n=n))
+                if "fanout" in measures:
+                    runs["fanout"] = self._repeated(
+                        f"fanout N={n}", functools.partial(self._fanout, n=n), _deliveries_per_s
+                    )
+                if "latency" in measures:
+                    runs["latency"] = self._repeated(
+                        f"latency N={n}", functools.partial(self._latency, n=n), _latency_p99
+                    )
+        if "handshakes" in measures:
+            self.entry["handshakes"] = self._repeated(
+                "handshakes", self._handshakes, _handshakes_per_s
+            )
 
     # -- running one step ------------------------------------------------
 
@@ -147,14 +164,24 @@ class _ServerRun:
         with self._start() as server:
             yield server
 
+    def _cpus(self) -> set[int]:
+        plan = self.plan
+        return {plan.server_cpu, plan.loadgen_cpu} if self.spec.all_cores else {plan.server_cpu}
+
     @contextlib.contextmanager
     def _start(self) -> Iterator[ServerProcess]:
         with ServerProcess(
-            self.spec, cpu=self.plan.server_cpu, backend=self.plan.backend
+            self.spec, cpus=self._cpus(), redis_url=self.plan.redis_url
         ) as server:
             if not self.entry["available"]:
                 self.entry["available"] = True
                 self.entry["version"] = server.version
+                if self.spec.redis:
+                    self.entry["redis"] = {
+                        "url": shown_url(self.plan.redis_url),
+                        "broker_cpu": "measured" if server.broker_pids else
+                        "not measured: redis-server is not a local process",
+                    }
             yield server
 
     def _wait_quiet(self) -> float:
@@ -223,6 +250,11 @@ class _ServerRun:
             "setup_timeout": self.plan.setup_timeout,
         }
 
+    @staticmethod
+    def _pids(server: ServerProcess) -> dict[str, object]:
+        """Whose CPU time the load generator reads over its window."""
+        return {"server_pid": server.pids(), "broker_pid": server.broker_pids}
+
     def _timeout(self) -> float:
         plan = self.plan
         warmup = max(plan.warmup, plan.warmup_max)
@@ -235,7 +267,7 @@ class _ServerRun:
         options: Mapping[str, object],
         on_ready: Callable[[], None] | None = None,
     ) -> Result:
-        return self.loadgen.run(
+        result = self.loadgen.run(
             mode,
             server.port,
             options,
@@ -243,6 +275,18 @@ class _ServerRun:
             on_progress=self.progress.detail,
             on_ready=on_ready,
         )
+        if server.broker_pids and mode != "idle":
+            result["broker_other_clients"] = self._other_redis_clients(result)
+        return result
+
+    def _other_redis_clients(self, result: Result) -> int | None:
+        """Clients of other databases busy during the run: their work is in redis-server's CPU."""
+        window = float(result.get("warmup_s", 0.0)) + float(result.get("duration_s", 0.0))
+        try:
+            with RedisLink(self.plan.redis_url) as link:
+                return link.other_clients(active_within=window + 1.0)
+        except BrokerError:
+            return None
 
     def _idle(self, server: ServerProcess, n: int) -> Result:
         # A few connections first, so lazily imported code and first-use
@@ -276,12 +320,18 @@ class _ServerRun:
             "warmup_max": self.plan.warmup_max,
             "duration": self.plan.duration,
             "drain_timeout": self.plan.drain_timeout,
-            "server_pid": server.pid,
+            **self._pids(server),
         }
         result = self._run("fanout", server, options)
         deliveries = result.get("deliveries", 0)
         if deliveries and "server_cpu_s" in result:
-            result["server_cpu_s_per_million"] = result["server_cpu_s"] / deliveries * 1e6
+            server_cpu = result["server_cpu_s"]
+            broker_cpu = result.get("broker_cpu_s", 0.0)
+            result["server_cpu_s_per_million"] = server_cpu / deliveries * 1e6
+            if "broker_cpu_s" in result:
+                result["broker_cpu_s_per_million"] = broker_cpu / deliveries * 1e6
+            if not self.spec.redis or "broker_cpu_s" in result:
+                result["total_cpu_s_per_million"] = (server_cpu + broker_cpu) / deliveries * 1e6
         return result
 
     def _latency(self, server: ServerProcess, n: int) -> Result:
@@ -291,7 +341,7 @@ class _ServerRun:
             "warmup": min(self.plan.warmup, 1.0),
             "duration": self.plan.duration,
             "drain_timeout": self.plan.drain_timeout,
-            "server_pid": server.pid,
+            **self._pids(server),
         }
         return self._run("latency", server, options)
 
@@ -301,7 +351,7 @@ class _ServerRun:
             "concurrency": self.plan.handshake_concurrency,
             "warmup": min(self.plan.warmup, 1.0),
             "duration": self.plan.duration,
-            "server_pid": server.pid,
+            **self._pids(server),
         }
         return self._run("handshakes", server, options)
 
@@ -320,23 +370,42 @@ class _ServerRun:
         if lg_core is not None and "loadgen_cpu_share" in result:
             share = result["loadgen_cpu_share"] + (lg_core["softirq"] if softirq_apart else 0.0)
             result["loadgen_core_share"] = round(share, 4)
-            other = {"loadgen_core": round(max(lg_core["busy"] - share, 0.0), 4)}
-            if srv_core is not None and "server_cpu_share" in result:
+            other = {"loadgen_core": max(lg_core["busy"] - share, 0.0)}
+            if self.spec.all_cores and srv_core is not None and "server_cpu_share" in result:
+                # Workers run on both cores: only the sum of the two can be split.
                 server = result["server_cpu_share"] + (
                     srv_core["softirq"] if softirq_apart else 0.0
                 )
-                other["server_core"] = round(max(srv_core["busy"] - server, 0.0), 4)
+                both = lg_core["busy"] + srv_core["busy"]
+                other = {"cores": max(both - share - server, 0.0)}
+            elif srv_core is not None and "server_cpu_share" in result:
+                server = result["server_cpu_share"] + (
+                    srv_core["softirq"] if softirq_apart else 0.0
+                )
+                other["server_core"] = max(srv_core["busy"] - server, 0.0)
                 if result.get("mode") == "fanout" and server < _SERVER_SATURATED:
                     result["server_unsaturated"] = True
                     notes.append(f"server used only {server:.0%} of its core at 'saturation'")
+            # redis-server is not pinned: whichever core it ran on, its time is
+            # not "other load"; take it off the cores that show the most.
+            broker = result.get("broker_cpu_share", 0.0)
+            for where in sorted(other, key=other.__getitem__, reverse=True):
+                taken = min(other[where], broker)
+                other[where] -= taken
+                broker -= taken
+            other = {where: round(value, 4) for where, value in other.items()}
             result["other_load"] = other
             for where, value in other.items():
                 if value > _OTHER_LOAD_LIMIT:
-                    notes.append(
-                        f"other processes used {value:.0%} of the {where.replace('_', ' ')}"
-                    )
+                    where_text = "two cores" if where == "cores" else where.replace("_", " ")
+                    notes.append(f"other processes used {value:.0%} of the {where_text}")
             if share > _LOADGEN_BUSY_LIMIT:
                 notes.append(f"load generator near saturation ({share:.0%} of its core)")
+        if result.get("broker_other_clients"):
+            notes.append(
+                f"redis-server also served {result['broker_other_clients']} clients of other "
+                "databases during the run: its CPU time includes their work (--redis private)"
+            )
         check = result.get("check")
         if check is not None:
             failed += [f"{key}={check[key]}" for key in _HARD_ERRORS if check.get(key)]

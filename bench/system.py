@@ -26,11 +26,13 @@ from typing import Any
 __all__ = [
     "core_busy",
     "cpu_seconds",
+    "descendants",
     "ephemeral_port_count",
     "free_port",
     "irq_time_accounting",
     "machine_facts",
     "pinned",
+    "process_start",
     "raise_nofile",
     "read_sysctl",
     "rss_kib",
@@ -69,6 +71,37 @@ def cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # fields 14 and 15 of proc(5)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs, from the parent pids in ``/proc/*/stat``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        ppid = int(text[text.rindex(")") + 2 :].split()[1])  # field 4 of proc(5)
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = list(children.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += children.get(child, ())
+    return sorted(found)
+
+
+def process_start(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot), to tell it from a later process
+    that reuses the pid; None if there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(text[text.rindex(")") + 2 :].split()[19])  # field 22 of proc(5)
 
 
 def _core_jiffies() -> dict[int, tuple[int, int]]:

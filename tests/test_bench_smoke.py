@@ -7,26 +7,57 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
+import redis.asyncio as aioredis
+
+from .backends import REDIS_URL, require_redis
 from .helpers import within
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def test_bench_smoke_run_checks_every_delivery(tmp_path: Path) -> None:
-    out = tmp_path / "smoke.json"
+async def run_smoke(out: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    """Run the smoke benchmark with ``args``; return the harness's pid and its results."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench", "--smoke", "--servers", "nucleus,websockets",
-        "--require", "nucleus", "--out", str(out),
+        sys.executable, "-m", "bench", "--smoke", *args, "--out", str(out),
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await within(proc.communicate(), 300)
     assert proc.returncode == 0, output.decode()[-3000:]
-    result = json.loads(out.read_text())
-    nucleus = result["servers"]["nucleus"]
-    assert nucleus["available"]
-    for runs in nucleus["subscribers"].values():
-        fanout = runs["fanout"]
-        assert fanout["check"]["ok"] and fanout["check"]["missing"] == 0
-        assert fanout["deliveries_per_s"] > 0
+    return proc.pid, json.loads(await asyncio.to_thread(out.read_text))
+
+
+def assert_every_delivery_checked(entry: dict[str, Any]) -> None:
+    assert entry["available"], entry.get("error")
+    for runs in entry["subscribers"].values():
+        for mode in ("fanout", "latency"):
+            check = runs[mode]["check"]
+            assert check["ok"] and check["missing"] == 0, (mode, check)
+        assert runs["fanout"]["deliveries_per_s"] > 0
+
+
+async def test_bench_smoke_run_checks_every_delivery(tmp_path: Path) -> None:
+    _, result = await run_smoke(
+        tmp_path / "smoke.json", "--servers", "nucleus,websockets", "--require", "nucleus"
+    )
+    assert_every_delivery_checked(result["servers"]["nucleus"])
+
+
+async def test_bench_smoke_run_with_the_redis_backend(tmp_path: Path) -> None:
+    require_redis()
+    pid, result = await run_smoke(
+        tmp_path / "smoke.json", "--servers", "nucleus-redis", "--require", "nucleus-redis",
+        "--redis", REDIS_URL,
+    )
+    entry = result["servers"]["nucleus-redis"]
+    assert_every_delivery_checked(entry)
+    assert entry["handshakes"]["handshakes_per_s"] > 0
+    # The harness removes the keys its servers wrote (prefix nucleus-bench-<its pid>-<n>).
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        left = [key async for key in client.scan_iter(match=f"nucleus-bench-{pid}-*")]
+    finally:
+        await client.aclose()
+    assert left == []

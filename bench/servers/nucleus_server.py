@@ -4,19 +4,24 @@ Sockets on ``/sub`` join room ``bench`` when they connect; every message
 received on ``/pub`` is broadcast to the room as it came. The publisher is not
 in the room, so nothing is echoed to it. Blocks until SIGTERM.
 
-Run with ``PYTHONPATH=src`` (the harness sets it). ``--backend`` selects the
-hub backend; only ``memory`` exists today, and any other value makes this
-script exit with a message, which the harness reports as "not available".
+Two ways to run it (``PYTHONPATH=src``, the harness sets it):
+
+- ``python nucleus_server.py --port P [--backend memory|redis://...] [--prefix K]``:
+  one process, the hub on the backend given (``memory`` by default).
+- ``python -m nucleus serve nucleus_server:server --port P --workers N --backend redis://...``
+  (with this folder on ``PYTHONPATH``): the same routes, served by ``nucleus
+  serve``, which then owns the backend and the processes.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from nucleus.stream import (
+    Backend,
     MemoryBackend,
+    RedisBackend,
     SocketMessage,
     StreamHandler,
     StreamHub,
@@ -25,7 +30,6 @@ from nucleus.stream import (
 )
 
 ROOM = "bench"
-BACKENDS = ("memory", "redis")
 
 
 class Subscriber(StreamHandler):
@@ -38,11 +42,21 @@ class Publisher(StreamHandler):
         await hub.broadcast_to_room(ROOM, msg)
 
 
-def build_server(backend: str) -> StreamServer:
-    if backend != "memory":
-        # Wire the backend in here the day nucleus.stream ships it.
-        sys.exit(f"nucleus_server: backend {backend!r} is not available in nucleus.stream yet")
-    return StreamServer(backend=MemoryBackend())
+def make_backend(url: str, prefix: str) -> Backend:
+    """``memory`` or a ``redis://`` URL; the Redis keys and channels start with ``prefix``."""
+    if url in ("memory", "memory://"):
+        return MemoryBackend()
+    return RedisBackend(url, prefix=prefix)
+
+
+def build_server(backend: Backend) -> StreamServer:
+    server = StreamServer(backend=backend)
+    server.route("/sub", Subscriber())
+    # The publisher is the benchmark's trusted source, like a backend service;
+    # the default inbound rate limit (meant for browsers) would close it, and
+    # none of the peers limits it either.
+    server.route("/pub", Publisher(), rate_limit=None)
+    return server
 
 
 def describe() -> str:
@@ -54,16 +68,18 @@ def describe() -> str:
         return f"nucleus {getattr(nucleus, '__version__', '?')} (source tree)"
 
 
+# For ``nucleus serve nucleus_server:server``, which replaces the backend (--backend).
+server = build_server(MemoryBackend())
+if __name__ != "__main__":  # the harness reads the first line of output as the version
+    print(f"{describe()}, nucleus serve", flush=True)
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--backend", choices=BACKENDS, default="memory")
+    parser.add_argument("--backend", default="memory", help="memory or redis://host:port/db")
+    parser.add_argument("--prefix", default="nucleus-bench", help="Redis key prefix")
     args = parser.parse_args()
-    server = build_server(args.backend)
-    server.route("/sub", Subscriber())
-    # The publisher is the benchmark's trusted source, like a backend service;
-    # the default inbound rate limit (meant for browsers) would close it, and
-    # none of the peers limits it either.
-    server.route("/pub", Publisher(), rate_limit=None)
-    print(f"{describe()}, backend {args.backend}", flush=True)
-    server.run(host="127.0.0.1", port=args.port)
+    subject = build_server(make_backend(args.backend, args.prefix))
+    shown = "memory" if args.backend.startswith("memory") else "redis"
+    print(f"{describe()}, backend {shown}", flush=True)
+    subject.run(host="127.0.0.1", port=args.port)
