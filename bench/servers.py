@@ -72,6 +72,8 @@ class ServerSpec:
 _PY = sys.executable
 # Another checkout's Nucleus can be measured with the same harness.
 _SRC = os.environ.get("BENCH_NUCLEUS_SRC", str(REPO / "src"))
+# No log line per connection while measuring (the peers log none either).
+_QUIET = {"NUCLEUS_LOG_LEVEL": "warning"}
 
 
 def _nucleus_serve(workers: int) -> ServerSpec:
@@ -85,7 +87,7 @@ def _nucleus_serve(workers: int) -> ServerSpec:
             "--workers", str(workers), "--backend", "{redis?prefix}",
         ),
         python_modules=("nucleus.stream", "redis"),
-        env={"PYTHONPATH": os.pathsep.join((_SRC, str(SERVERS_DIR)))},
+        env={"PYTHONPATH": os.pathsep.join((_SRC, str(SERVERS_DIR))), **_QUIET},
         redis=True,
         measures=("handshakes",),
         all_cores=True,
@@ -102,7 +104,7 @@ SERVERS: dict[str, ServerSpec] = {
             "raw",
             (_PY, str(SERVERS_DIR / "nucleus_server.py"), "--backend", "memory"),
             python_modules=("nucleus.stream",),
-            env={"PYTHONPATH": _SRC},
+            env={"PYTHONPATH": _SRC, **_QUIET},
         ),
         ServerSpec(
             "nucleus-redis",
@@ -113,7 +115,7 @@ SERVERS: dict[str, ServerSpec] = {
                 "--backend", "{redis}", "--prefix", "{prefix}",
             ),
             python_modules=("nucleus.stream", "redis"),
-            env={"PYTHONPATH": _SRC},
+            env={"PYTHONPATH": _SRC, **_QUIET},
             redis=True,
         ),
         _nucleus_serve(1),
