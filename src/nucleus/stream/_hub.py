@@ -80,11 +80,14 @@ class Channel:
 class _Join:
     """A library client's join: publications held until its replay is queued, then a floor."""
 
-    __slots__ = ("floor", "held")
+    __slots__ = ("floor", "held", "reset")
 
     def __init__(self) -> None:
         self.held: list[Outgoing] | None = []
         self.floor = 0
+        # The room lost history while this join was held: the new position,
+        # and how many held publications came before it (they are void).
+        self.reset: tuple[Recovery, int] | None = None
 
 
 class StreamHub:
@@ -210,15 +213,21 @@ class StreamHub:
         assert join is not None and join.held is not None
         held, join.held = join.held, None
         asked = epoch is not None and offset is not None
+        recovered, replay = recovery.recovered, recovery.publications
+        if join.reset is not None:
+            # History was lost while the join was in flight: whatever it read
+            # may predate that; the room goes on from the reset's position.
+            recovery, before = join.reset
+            held, recovered, replay = held[before:], False, ()
         self._joined(socket, room, recovery.epoch, recovery.offset,
-                     recovery.recovered if asked else None, request_id)
-        for publication in recovery.publications:
+                     recovered if asked else None, request_id)
+        for publication in replay:
             socket.deliver(Outgoing(publication.message, room, publication.offset,
                                     publication.event))
         # Held live publications the replay (or the position) already covers go.
         last = recovery.offset
-        if recovery.publications:
-            last = max(last, recovery.publications[-1].offset)
+        if replay:
+            last = max(last, replay[-1].offset)
         for out in held:
             if out.offset is not None and out.offset > last:
                 socket.deliver(out)
@@ -497,9 +506,19 @@ class StreamHub:
         return True
 
     def room_reset(self, room: str, recovery: Recovery) -> None:
+        pending = self._pending.get(room)
         for socket in list(self._registry.members(room).values()):
-            if socket.tagged:
-                self._joined(socket, room, recovery.epoch, recovery.offset, False, None)
+            if not socket.tagged:
+                continue
+            join = pending.get(socket.id) if pending else None
+            if join is not None:
+                if join.held is not None:
+                    # Its own joined frame, still to come, will carry the reset.
+                    join.reset = (recovery, len(join.held))
+                    continue
+                # Past its replay: its floor counts offsets of the old epoch.
+                self._unhold(room, socket.id)
+            self._joined(socket, room, recovery.epoch, recovery.offset, False, None)
 
     def presence_changed(self, room: str, user_id: str, present: bool) -> None:
         watchers = self._watchers.get(room)
