@@ -55,8 +55,8 @@ CROSS_ORIGIN_PAGE = b"""<!doctype html><script type="module">
 </script>"""
 
 
-@pytest.mark.parametrize("allowed", ["any origin", "listed origin"])
-async def test_a_refused_token_on_another_origin_ends_with_unauthorized(
+@pytest.mark.parametrize("allowed", ["any origin", "listed origin", "refused origin"])
+async def test_a_refused_token_or_origin_on_another_origin_ends_with_unauthorized(
     browser: Browser, serve: Serve, allowed: str,
 ) -> None:
     pages = StreamServer()
@@ -65,7 +65,8 @@ async def test_a_refused_token_on_another_origin_ends_with_unauthorized(
     page_origin = f"http://localhost:{page_port}"
     try:
         api = StreamServer()
-        origins = [page_origin] if allowed == "listed origin" else None
+        origins = {"any origin": None, "listed origin": [page_origin],
+                   "refused origin": ["https://app.example"]}[allowed]
         api.route("/ws", Relay(), auth=Fortress.query_token(SECRET), origins=origins)
         attempts = 0
         check = api.door.check
@@ -77,18 +78,20 @@ async def test_a_refused_token_on_another_origin_ends_with_unauthorized(
 
         api.door.check = counting  # type: ignore[method-assign]
         base = await serve(api)
-        forged = Fortress.issue_token("eve", "f" * 32, expires_in=60)
+        # A forged token, or a good one from an origin the route refuses.
+        token = (Fortress.issue_token("ann", SECRET) if allowed == "refused origin"
+                 else Fortress.issue_token("eve", "f" * 32, expires_in=60))
         page = await browser.new_page()
         # The token travels as a subprotocol, so the probe sends it as an
         # Authorization header: a request that needs a CORS preflight.
-        await page.goto(f"{page_origin}/?api={base}/ws&token={forged}")
+        await page.goto(f"{page_origin}/?api={base}/ws&token={token}")
         await page.wait_for_function("window.states.at(-1) === 'closed'", timeout=15_000)
         assert await page.evaluate("window.errors") == ["unauthorized"]
         settled = attempts
         # Closed for good: a connection of our own reaches the server's door,
         # and the page has not dialed again meanwhile.
         ok = Fortress.issue_token("ok", SECRET)
-        async with connect(f"{base}/ws?token={ok}", origin=page_origin):
+        async with connect(f"{base}/ws?token={ok}", origin=origins[0] if origins else page_origin):
             pass
         assert attempts == settled + 1
         assert await page.evaluate("window.states") == ["closed"]

@@ -10,10 +10,13 @@ accepts a route without an authenticator without starting a task; one that
 must await (an authenticator, an async HTTP endpoint) comes back
 :class:`Pending`, to be awaited by the door's owner.
 
-A WebSocket route's own HTTP answers (refusals, 426) are readable by pages of
-the origins the route allows (CORS), and its CORS preflight is answered: the
-browser client asks why a handshake failed with a ``fetch`` that carries an
-``Authorization`` header, which another origin may only send after a preflight.
+A WebSocket route's own HTTP answers (refusals, 426) are readable by the page
+that asked (CORS), and its CORS preflight is answered: the browser client asks
+why a handshake failed with a ``fetch`` that carries an ``Authorization``
+header, which another origin may only send after a preflight. A page of an
+origin the route refuses can read only that refusal (403, or 429 from the
+address caps checked before it), so it stops dialing instead of retrying
+forever; no credentials are ever allowed across origins.
 
 This module never touches a socket and never sends an exception's text to a
 peer: the doors only translate its answers into bytes or ASGI messages.
@@ -28,7 +31,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from ._gate import Admission, DoorPolicy, origin_allowed
+from ._gate import Admission, DoorPolicy
 from ._request import HandshakeRequest
 from ._routing import Route
 
@@ -106,13 +109,15 @@ _UPGRADE_REQUIRED = _text(
 PREFLIGHT_MAX_AGE = 600
 
 
-def cors_headers(route: Route, request: HandshakeRequest) -> tuple[tuple[str, str], ...]:
+def cors_headers(request: HandshakeRequest) -> tuple[tuple[str, str], ...]:
     """
-    What lets a page of ``request``'s origin read the route's answer: none
-    unless the route allows that origin; its ``Origin`` reflected if it allows any.
+    What lets the page of ``request``'s origin read the route's answer: its
+    ``Origin`` reflected. Safe for every origin because the door refuses an
+    origin the route does not allow before anything else is decided, so such
+    a page only ever reads its refusal; cookies are never allowed to travel.
     """
     origin = request.origin
-    if origin is None or (route.origins is not None and not origin_allowed(origin, route.origins)):
+    if origin is None:
         return ()
     return (("Access-Control-Allow-Origin", origin), ("Vary", "Origin"))
 
@@ -121,9 +126,10 @@ def preflight(route: Route, request: HandshakeRequest) -> HttpResponse:
     """
     The answer to an ``OPTIONS`` request on a WebSocket route: a CORS preflight
     for a GET with an ``Authorization`` header (the browser client's refusal
-    probe) from an allowed origin succeeds; anything else is 405.
+    probe) succeeds; anything else is 405. The GET that follows is refused at
+    once if the route does not allow the page's origin.
     """
-    cors = cors_headers(route, request)
+    cors = cors_headers(request)
     if not cors or request.headers.get("access-control-request-method") != "GET":
         return _ONLY_GET
     return HttpResponse(200, b"", _TEXT, (
@@ -135,7 +141,7 @@ def preflight(route: Route, request: HandshakeRequest) -> HttpResponse:
 
 
 def _readable(route: Route, request: HandshakeRequest, response: HttpResponse) -> HttpResponse:
-    cors = cors_headers(route, request)
+    cors = cors_headers(request)
     return dataclasses.replace(response, headers=response.headers + cors) if cors else response
 
 
