@@ -22,17 +22,13 @@ from examples.apps import chat as chat_example
 from examples.apps import dashboard as dashboard_example
 from examples.apps import notifications as notifications_example
 from nucleus.demo import auth, chat, create_app, dashboard, notifications
-from nucleus.demo._rooms import Traffic, recent
+from nucleus.demo._rooms import Traffic
 from nucleus.demo._web import check_name, token_endpoint
 from nucleus.fortress import Fortress
 from nucleus.stream import (
     ConfigError,
     HandshakeRequest,
-    HistoryPolicy,
     HttpResponse,
-    MemoryBackend,
-    SocketMessage,
-    StreamHub,
     StreamServer,
 )
 from nucleus.testing import HandshakeRefused, TestClient, TestSocket
@@ -128,31 +124,6 @@ def test_resident_memory_is_measured() -> None:
 ])
 def test_user_names(value: object, ok: bool) -> None:
     assert (check_name(value) is not None) is ok
-
-
-async def test_recent_gives_the_last_messages_the_history_holds() -> None:
-    clock = Clock()
-    hub = StreamHub(MemoryBackend(clock=clock))
-    hub.set_history("room", HistoryPolicy(size=50, ttl=60))
-    await hub.start()
-    try:
-        assert await recent(hub, "room", 5) == []
-        for n in range(1, 9):
-            await hub.broadcast_to_room("room", SocketMessage.json(n))
-        assert [p.offset for p in await recent(hub, "room", 5)] == [4, 5, 6, 7, 8]
-        assert [p.offset for p in await recent(hub, "room", 20)] == list(range(1, 9))
-        assert await recent(hub, "room", 0) == []
-        # Expiry trimmed the first five: the rest is found all the same.
-        clock.now += 50
-        for n in range(9, 12):
-            await hub.broadcast_to_room("room", SocketMessage.json(n))
-        clock.now += 20
-        assert [p.offset for p in await recent(hub, "room", 20)] == [9, 10, 11]
-        assert [p.message.as_json() for p in await recent(hub, "room", 2)] == [10, 11]
-        clock.now += 100  # everything expired
-        assert await recent(hub, "room", 20) == []
-    finally:
-        await hub.aclose()
 
 
 # the chat

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..stream import Publication, StreamHub
+from ..stream import StreamHub
 
-__all__ = ["Traffic", "publish", "recent", "recent_json"]
+__all__ = ["Traffic", "publish", "recent_json"]
 
 
 class Traffic:
@@ -47,35 +47,7 @@ async def publish(hub: StreamHub, traffic: Traffic, room: str, event: str, data:
     return offset
 
 
-async def recent(hub: StreamHub, room: str, limit: int) -> list[Publication]:
-    """
-    The last ``limit`` (or fewer) publications the room's history still holds.
-
-    The hub offers recovery from a position, not "the last N": so ask from
-    ``last - limit``, and when expiry trimmed the history past that, search for
-    the oldest position it can still recover from (recoverable positions are
-    contiguous up to the last offset).
-    """
-    if limit <= 0:
-        return []
-    policy = hub.history_policy(room)
-    now = await hub.backend.recover(room, None, None, policy)
-    low, high = max(0, now.offset - limit), now.offset
-    found = await hub.backend.recover(room, now.epoch, low, policy)
-    best = found.publications if found.recovered else ()
-    if not found.recovered:
-        low += 1
-        while low < high:
-            middle = (low + high) // 2
-            found = await hub.backend.recover(room, now.epoch, middle, policy)
-            if found.recovered:
-                best, high = found.publications, middle
-            else:
-                low = middle + 1
-    return list(best[-limit:])
-
-
 async def recent_json(hub: StreamHub, room: str, limit: int) -> list[dict[str, Any]]:
-    """:func:`recent` as the page's items: ``{"offset", "event", "data"}``."""
+    """``hub.recent(room, limit)`` as the page's items: ``{"offset", "event", "data"}``."""
     return [{"offset": p.offset, "event": p.event, "data": p.message.as_json()}
-            for p in await recent(hub, room, limit)]
+            for p in await hub.recent(room, limit)]

@@ -161,6 +161,12 @@ class Backend(abc.ABC):
     ) -> Recovery:
         """The room's position, and what was published after ``(epoch, offset)``."""
 
+    @abc.abstractmethod
+    async def recent(
+        self, room: str, limit: int, policy: HistoryPolicy
+    ) -> tuple[Publication, ...]:
+        """The last ``limit`` (or fewer) publications ``room``'s history keeps, oldest first."""
+
     # sockets and users anywhere
 
     @abc.abstractmethod
@@ -313,6 +319,16 @@ class MemoryBackend(Backend):
         self, room: str, epoch: str | None, offset: int | None, policy: HistoryPolicy
     ) -> Recovery:
         return self._log(room, policy).since(epoch, offset)
+
+    async def recent(
+        self, room: str, limit: int, policy: HistoryPolicy
+    ) -> tuple[Publication, ...]:
+        log = self._logs.get(room)
+        if log is None:
+            return ()
+        if log.policy != policy:
+            log.set_policy(policy)
+        return log.recent(limit)
 
     async def publish_user(self, user_id: str, message: SocketMessage) -> None:
         if self._delivery is not None:

@@ -121,6 +121,13 @@ class RoomLog:
         self._expire(now)
         return not self._entries and now - self.touched > self.policy.ttl
 
+    def recent(self, limit: int) -> tuple[Publication, ...]:
+        """The last ``limit`` (or fewer) publications still kept, oldest first."""
+        self._expire(self._clock())
+        entries = self._entries
+        start = max(0, len(entries) - limit)
+        return tuple(entries[i][1] for i in range(start, len(entries)))
+
     def since(self, epoch: str | None, offset: int | None) -> Recovery:
         """Everything after ``offset`` in ``epoch``, if the history still holds it all."""
         if epoch is None or offset is None:

@@ -402,6 +402,22 @@ class StreamHub:
 
     # cluster-wide queries
 
+    async def recent(self, room: str, limit: int = 50) -> list[Publication]:
+        """
+        The last ``limit`` (or fewer) messages ``room``'s history still keeps,
+        oldest first, each with its offset: what a page entering a chat shows.
+
+        What is kept follows the room's :class:`HistoryPolicy` (set with
+        ``server.history(...)``); with ``size=0`` there is none. Raises
+        :class:`BackendError` if the backend could not read it.
+        """
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        room = _check_room(room)
+        if limit == 0:
+            return []
+        return list(await self.backend.recent(room, limit, self.history_policy(room)))
+
     async def online_users(self) -> list[str]:
         """Sorted ids of users with at least one open socket on any node."""
         return await self.backend.online_users()

@@ -278,14 +278,18 @@ class RedisBackend(Backend):
             "RECOVER", room, epoch if asked else "", offset if asked else 0,
             self._ttl_ms(policy), self._meta_ms(policy), new_epoch())
         current, position, recovered = reply[0].decode(), int(reply[1]), bool(reply[2])
-        publications: list[Publication] = []
+        publications: tuple[Publication, ...] = ()
         if recovered and len(reply) > 3:
-            for entry_id, fields in reply[3]:
-                values = dict(zip(fields[::2], fields[1::2], strict=True))
-                event, binary, payload = _decode(values[b"b"])
-                publications.append(Publication(
-                    room, int(entry_id.split(b"-")[0]), _unpack(binary, payload), event))
-        return Recovery(current, position, recovered, tuple(publications))
+            publications = tuple(_entries(room, reply[3]))
+        return Recovery(current, position, recovered, publications)
+
+    async def recent(
+        self, room: str, limit: int, policy: HistoryPolicy
+    ) -> tuple[Publication, ...]:
+        if limit <= 0 or not policy.size:
+            return ()
+        reply = await self._call("RECENT", room, limit, self._ttl_ms(policy))
+        return tuple(reversed(_entries(room, reply)))
 
     async def room_active(self, room: str, policy: HistoryPolicy) -> None:
         self._policies[room] = policy
@@ -656,6 +660,17 @@ class RedisBackend(Backend):
         except (*_LINK_ERRORS, BackendError) as exc:
             self._resync_needed = True
             logger.debug("re-registering sockets failed: %r", exc)
+
+
+def _entries(room: str, entries: list[Any]) -> list[Publication]:
+    """Stream entries of a room's history (``<offset>-0``: ``t``, ``b``) as publications."""
+    publications = []
+    for entry_id, fields in entries:
+        values = dict(zip(fields[::2], fields[1::2], strict=True))
+        event, binary, payload = _decode(values[b"b"])
+        publications.append(Publication(
+            room, int(entry_id.split(b"-")[0]), _unpack(binary, payload), event))
+    return publications
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

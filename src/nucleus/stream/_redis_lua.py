@@ -36,6 +36,7 @@ __all__ = [
     "HEARTBEAT",
     "LEAVE",
     "PUBLISH",
+    "RECENT",
     "RECOVER",
     "SEND_NODE",
     "SEND_USER",
@@ -147,6 +148,22 @@ for i = 1, #fields, 2 do
   end
 end
 return {epoch, offset, 1, entries}
+""")
+
+#: ARGV: prefix, room, limit, ttl ms. Returns the kept entries, newest first.
+RECENT = _script("""
+local hist = P .. ':room:' .. ARGV[2] .. ':hist'
+local entries = redis.call('XREVRANGE', hist, '+', '-', 'COUNT', tonumber(ARGV[3]))
+local horizon = now_ms() - tonumber(ARGV[4])
+for i, entry in ipairs(entries) do
+  local fields = entry[2]
+  for j = 1, #fields, 2 do
+    if fields[j] == 't' and tonumber(fields[j + 1]) < horizon then
+      return {unpack(entries, 1, i - 1)}
+    end
+  end
+end
+return entries
 """)
 
 #: ARGV: prefix, socket id, node.
