@@ -54,6 +54,12 @@ PAUSE_AT: Final = 64
 RESUME_AT: Final = 16
 
 
+def _name(model: object) -> str:
+    """What an ``invalid`` error calls a model: its class name; a union has none."""
+    name = getattr(model, "__name__", None)
+    return name if isinstance(name, str) else "message"
+
+
 class Session:
     """Dispatches one socket's events to its handler, in order."""
 
@@ -257,12 +263,12 @@ class Session:
         if model is not None:
             try:
                 if not isinstance(msg, Text):
-                    raise InvalidMessage(f"expected a JSON {model.__name__} as text, got binary")
+                    raise InvalidMessage(f"expected a JSON {_name(model)} as text, got binary")
                 decode_as(msg.text, model)
             except InvalidMessage as exc:
                 if self.hub.metrics is not None:
                     self.hub.metrics.invalid.labels(self.route.path).inc()
-                self._error("invalid", f"invalid {model.__name__}: {exc}")
+                self._error("invalid", f"invalid {_name(model)}: {exc}")
                 return
         await self._call("on_message", self.handler.on_message(self.hub, self.socket, msg))
 
@@ -389,9 +395,8 @@ class Session:
         except RequestError as exc:
             reply = _tagged.Reply(frame.id, error=_tagged.Failure(exc.code, exc.message))
         except InvalidMessage as exc:
-            name = getattr(model, "__name__", "message")
             reply = _tagged.Reply(frame.id, error=_tagged.Failure(
-                "invalid", f"invalid {name}: {exc}"))
+                "invalid", f"invalid {_name(model)}: {exc}"))
         except Exception:
             logger.exception("%s.on_request failed on socket %s (route %s)",
                              type(self.handler).__name__, self.socket.id, self.socket.route)
