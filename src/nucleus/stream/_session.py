@@ -247,7 +247,7 @@ class Session:
                 elif item is _CLOSED:
                     await self._run_disconnect()
                 elif self._refused:
-                    continue  # no message is handled without on_connect
+                    continue  # no message is handled without an accepting on_connect
                 elif self.tagged:
                     await self._run_tagged(item)
                 else:
@@ -298,6 +298,11 @@ class Session:
             await self._call("on_connect", self.handler.on_connect(self.hub, socket))
         finally:
             socket._connecting = False
+        if socket._refused:
+            # on_connect closed it (hub.disconnect: 1008): what the client sent
+            # meanwhile must not reach on_message as if it had been accepted.
+            self._refused = True
+            return
         # Channels the hello asked for that on_connect did not join are
         # subscribe requests.
         positions = self.hub._positions.pop(socket.id, None) or {}
