@@ -119,6 +119,8 @@ def test_the_scan_finds_what_users_are_told_to_use() -> None:
     assert ("README.md", "client_js_path") in found  # nucleus.stream.client_js_path()
     assert ("README.md", "StreamHub") in found  # the import and the API table
     assert ("client.md", "State") in found  # State.OPEN, from nucleus.client
+    assert ("guide.md", "RevocationList") in found  # the guide's imports
+    assert ("guide.md", "RateLimit") in found  # RateLimit(rate=5, ...) in a snippet
 
 
 @pytest.mark.parametrize("doc", [
