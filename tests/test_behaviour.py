@@ -14,6 +14,7 @@ import logging
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -28,7 +29,7 @@ from nucleus.stream import (
 )
 
 from .conftest import Serve
-from .helpers import Clock, Recorder, within
+from .helpers import Clock, Recorder, eventually, within
 
 pytestmark = pytest.mark.usefixtures("any_backend")
 
@@ -95,6 +96,40 @@ async def test_on_connect_finishes_before_messages_which_arrive_in_order(serve: 
         kinds = [await within(handler.events.get()) for _ in range(201)]
     assert kinds[0][0] == "connect"
     assert [msg.text for kind, _, msg in kinds[1:]] == [f"m{i}" for i in range(200)]
+
+
+async def test_what_a_socket_sent_before_on_connect_refused_it_is_never_handled(
+    serve: Serve,
+) -> None:
+    class Refuses(SlowConnect):
+        async def on_connect(self, hub: StreamHub, socket: WebSocket) -> None:
+            self.entered.set()
+            await self.release.wait()
+            await hub.disconnect(socket.id)  # the guide's refusal: 1008
+
+    handler = Refuses()
+    server = StreamServer()
+    server.route("/ws", handler)
+    base = await serve(server)
+
+    async def all_received() -> bool:
+        assert server.metrics is not None
+        text = server.metrics.render().decode()
+        return any(s.name == "nucleus_messages_in_total" and s.value == 3
+                   for family in text_string_to_metric_families(text) for s in family.samples)
+
+    async with connect(f"{base}/ws") as client:
+        await within(handler.entered.wait())
+        for i in range(3):
+            await client.send(f"sent before the refusal {i}")
+        await eventually(all_received, what="the server reading the three messages")
+        handler.release.set()
+        with pytest.raises(ConnectionClosed) as closed:
+            await within(client.recv())
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    kind, _, _ = await within(handler.events.get())
+    assert kind == "disconnect"  # and no "message" before it
+    assert handler.events.empty()
 
 
 async def test_state_is_gone_before_on_disconnect_which_runs_once(serve: Serve) -> None:

@@ -3,10 +3,11 @@ Every name the docs tell users to import or use from ``nucleus.stream``,
 ``nucleus.fortress``, ``nucleus.testing`` or ``nucleus.client`` is importable,
 and every documented ``Name.attribute`` exists.
 
-The scan covers README.md and docs/*.md: ``from nucleus.stream import ...`` in
-code blocks, ``nucleus.stream.X`` anywhere, the README's API table, and every
-``Name(`` / ``Name.attr`` in inline code and Python code blocks (the way the docs
-say "pass ``rate_limit=RateLimit(...)``"). A capitalised name from another
+The scan covers README.md and docs/*.md, the guide included: ``from
+nucleus.stream import ...`` in code blocks, ``nucleus.stream.X`` anywhere, the
+README's API table, and every ``Name(`` / ``Name.attr`` in inline code and
+Python code blocks (the way the docs say "pass ``rate_limit=RateLimit(...)``")
+but for classes the document defines itself. A capitalised name from another
 library is listed in :data:`OTHER_LIBRARIES`, with where it comes from.
 """
 
@@ -59,13 +60,17 @@ def mentions(text: str, where: str) -> list[Mention]:
     """What one markdown document tells users to import or use."""
     found: list[Mention] = []
     prose = _FENCE.sub("", text)
-    for lang, block in _FENCE.findall(text):
+    blocks = _FENCE.findall(text)
+    # A class the document defines in one block may be used in a later one
+    # (the guide's snippets build on each other).
+    defined = {name for lang, block in blocks if lang in ("python", "py")
+               for name in _DEFINED.findall(block)}
+    for lang, block in blocks:
         for module, *names in _IMPORT.findall(block):
             for entry in "".join(names).split(","):
                 if name := entry.split(" as ")[0].strip():
                     found.append(Mention(where, name, module=module))
         if lang in ("python", "py"):
-            defined = set(_DEFINED.findall(block))
             found += [Mention(where, name, attr or None) for name, attr in _USE.findall(block)
                       if name not in defined]
     for module, name in _QUALIFIED.findall(text):
@@ -114,6 +119,8 @@ def test_the_scan_finds_what_users_are_told_to_use() -> None:
     assert ("README.md", "client_js_path") in found  # nucleus.stream.client_js_path()
     assert ("README.md", "StreamHub") in found  # the import and the API table
     assert ("client.md", "State") in found  # State.OPEN, from nucleus.client
+    assert ("guide.md", "RevocationList") in found  # the guide's imports
+    assert ("guide.md", "RateLimit") in found  # RateLimit(rate=5, ...) in a snippet
 
 
 @pytest.mark.parametrize("doc", [

@@ -19,6 +19,7 @@ from nucleus.stream import (
     StreamServer,
     WebSocket,
 )
+from nucleus.testing import TestClient
 
 from .conftest import Serve
 from .helpers import within
@@ -128,3 +129,42 @@ async def test_raw_clients_send_req_frames_as_plain_messages(serve: Serve) -> No
         await ws.send('{"type":"req","id":1,"data":1}')
         assert await within(ws.recv()) == "got it"
     assert handler.messages == [SocketMessage.Text('{"type":"req","id":1,"data":1}')]
+
+
+class Buy(msgspec.Struct, tag="buy"):
+    item: str
+
+
+class Sell(msgspec.Struct, tag="sell"):
+    item: str
+    price: int
+
+
+async def test_a_union_of_tagged_structs_is_a_message_model() -> None:
+    class Market(StreamHandler):
+        async def on_message(self, hub: StreamHub, socket: WebSocket,
+                             msg: SocketMessage) -> None:
+            await socket.send(SocketMessage.json({"got": type(msg.as_json(Buy | Sell)).__name__}))
+
+        async def on_request(self, hub: StreamHub, socket: WebSocket, data: Any) -> Any:
+            return type(data).__name__
+
+    server = StreamServer()
+    server.route("/ws", Market(), message_model=Buy | Sell)
+    async with TestClient(server) as client, client.connect("/ws") as raw:
+        await raw.send_json({"type": "sell", "item": "tea", "price": 3})
+        assert await raw.receive_json() == {"got": "Sell"}
+        await raw.send_json({"type": "steal", "item": "tea"})
+        error = await raw.receive_json()
+        assert (error["code"], error["message"]) == ("invalid", "invalid message: "
+                                                     "Invalid value at $.type")
+        await raw.send_bytes(b"\x00")
+        assert (await raw.receive_json())["code"] == "invalid"
+        await raw.send_json({"type": "buy", "item": "tea"})  # the socket still works
+        assert await raw.receive_json() == {"got": "Buy"}
+        async with client.connect("/ws", protocol=True) as tagged:
+            await tagged.send_json({"type": "req", "id": 1, "data": {"type": "buy", "item": "x"}})
+            assert await tagged.receive_json() == {"type": "reply", "id": 1, "data": "Buy"}
+            await tagged.send_json({"type": "req", "id": 2, "data": {"type": "buy"}})
+            reply = await tagged.receive_json()
+            assert reply["error"]["code"] == "invalid", reply

@@ -3,9 +3,10 @@
 
 Subclass it and override what you need; every method defaults to doing
 nothing (and :meth:`on_subscribe` to refusing). The server guarantees the
-order: ``on_connect`` finishes before any ``on_message`` of that socket,
-messages of one socket are handled one at a time in arrival order, and
-``on_disconnect`` runs exactly once, after the socket has left every room.
+order: ``on_connect`` finishes before any ``on_message`` of that socket (a
+socket it closes, a refusal, gets none), messages of one socket are handled
+one at a time in arrival order, and ``on_disconnect`` runs exactly once,
+after the socket has left every room.
 """
 
 from __future__ import annotations

@@ -54,6 +54,12 @@ PAUSE_AT: Final = 64
 RESUME_AT: Final = 16
 
 
+def _name(model: object) -> str:
+    """What an ``invalid`` error calls a model: its class name; a union has none."""
+    name = getattr(model, "__name__", None)
+    return name if isinstance(name, str) else "message"
+
+
 class Session:
     """Dispatches one socket's events to its handler, in order."""
 
@@ -241,7 +247,7 @@ class Session:
                 elif item is _CLOSED:
                     await self._run_disconnect()
                 elif self._refused:
-                    continue  # no message is handled without on_connect
+                    continue  # no message is handled without an accepting on_connect
                 elif self.tagged:
                     await self._run_tagged(item)
                 else:
@@ -257,12 +263,12 @@ class Session:
         if model is not None:
             try:
                 if not isinstance(msg, Text):
-                    raise InvalidMessage(f"expected a JSON {model.__name__} as text, got binary")
+                    raise InvalidMessage(f"expected a JSON {_name(model)} as text, got binary")
                 decode_as(msg.text, model)
             except InvalidMessage as exc:
                 if self.hub.metrics is not None:
                     self.hub.metrics.invalid.labels(self.route.path).inc()
-                self._error("invalid", f"invalid {model.__name__}: {exc}")
+                self._error("invalid", f"invalid {_name(model)}: {exc}")
                 return
         await self._call("on_message", self.handler.on_message(self.hub, self.socket, msg))
 
@@ -292,6 +298,11 @@ class Session:
             await self._call("on_connect", self.handler.on_connect(self.hub, socket))
         finally:
             socket._connecting = False
+        if socket._refused:
+            # on_connect closed it (hub.disconnect: 1008): what the client sent
+            # meanwhile must not reach on_message as if it had been accepted.
+            self._refused = True
+            return
         # Channels the hello asked for that on_connect did not join are
         # subscribe requests.
         positions = self.hub._positions.pop(socket.id, None) or {}
@@ -389,9 +400,8 @@ class Session:
         except RequestError as exc:
             reply = _tagged.Reply(frame.id, error=_tagged.Failure(exc.code, exc.message))
         except InvalidMessage as exc:
-            name = getattr(model, "__name__", "message")
             reply = _tagged.Reply(frame.id, error=_tagged.Failure(
-                "invalid", f"invalid {name}: {exc}"))
+                "invalid", f"invalid {_name(model)}: {exc}"))
         except Exception:
             logger.exception("%s.on_request failed on socket %s (route %s)",
                              type(self.handler).__name__, self.socket.id, self.socket.route)

@@ -69,6 +69,7 @@ class WebSocket:
     __slots__ = (
         "_conn",
         "_connecting",
+        "_refused",
         "_request",
         "_state",
         "deliver",
@@ -98,6 +99,8 @@ class WebSocket:
         self.deliver = conn.deliver
         self._state: dict[str, Any] | None = None
         self._connecting = True
+        #: Closed by the server before ``on_connect`` returned: a refusal.
+        self._refused = False
 
     @property
     def query(self) -> Mapping[str, str]:
@@ -146,6 +149,8 @@ class WebSocket:
 
     def close_nowait(self, code: int = 1000, reason: str = "") -> None:
         """Start closing now, from code that cannot await."""
+        if self._connecting:
+            self._refused = True
         self._conn.close(code, reason)
 
     async def send(self, msg: SocketMessage) -> None:
@@ -156,7 +161,7 @@ class WebSocket:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close this socket with ``code``; ``on_disconnect`` follows. Idempotent."""
-        self._conn.close(code, reason)
+        self.close_nowait(code, reason)
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.id} path={self.path!r} user={self.user_id!r}>"
