@@ -36,9 +36,13 @@ pytestmark = pytest.mark.usefixtures("any_backend")
 
 async def test_plain_client_gets_exactly_what_the_handler_sends(serve: Serve) -> None:
     server = StreamServer()
-    server.route("/ws/chat", Recorder(rooms=("general",), broadcast_to="general"))
+    handler = Recorder(rooms=("general",), broadcast_to="general")
+    server.route("/ws/chat", handler)
     base = await serve(server)
     async with connect(f"{base}/ws/chat") as alice, connect(f"{base}/ws/chat") as bob:
+        # Both in the room (on_connect awaits the backend) before anyone speaks.
+        for _ in range(2):
+            await within(handler.connected.get())
         payload = json.dumps({"type": "join", "room": "général", "emoji": "🚀"})
         await alice.send(payload)
         for client in (alice, bob):
