@@ -31,6 +31,7 @@ OTHER_LIBRARIES = {
     "ProtocolError": "websockets.exceptions",
     "Request": "websockets.http11",
     "Signal": "the browser client, stream.js",
+    "Starlette": "starlette.applications",
 }
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
@@ -114,6 +115,12 @@ def test_the_scan_finds_what_users_are_told_to_use() -> None:
     assert ("README.md", "client_js_path") in found  # nucleus.stream.client_js_path()
     assert ("README.md", "StreamHub") in found  # the import and the API table
     assert ("client.md", "State") in found  # State.OPEN, from nucleus.client
+
+
+def test_the_readme_links_every_doc() -> None:
+    readme = (ROOT / "README.md").read_text()
+    unlinked = [path.name for path in DOCS[1:] if f"](docs/{path.name})" not in readme]
+    assert unlinked == [], f"README.md's Docs list has no link to {unlinked}"
 
 
 @pytest.mark.parametrize("doc", [
