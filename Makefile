@@ -3,7 +3,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser-deps ts-deps client bench bench-smoke clean screenshots
+.PHONY: demo test lint typecheck unit browser-deps ts-deps client bench bench-smoke clean screenshots \
+        api-docs
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,6 +45,10 @@ client: $(TSC)
 # The README's pictures of the demo apps, taken by their browser tests.
 screenshots: $(STAMP) browser-deps
 	NUCLEUS_SCREENSHOTS=1 $(PY) -m pytest tests/test_browser_apps.py -q
+
+# docs/api.md, rendered from the docstrings (tests/test_api_docs.py checks it is in sync).
+api-docs: $(STAMP)
+	$(PY) -m nucleus._apidoc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples bench

@@ -3,16 +3,22 @@ Every name the docs tell users to import or use from ``nucleus.stream``,
 ``nucleus.fortress``, ``nucleus.testing`` or ``nucleus.client`` is importable,
 and every documented ``Name.attribute`` exists.
 
-The scan covers README.md and docs/*.md, the guide included: ``from
-nucleus.stream import ...`` in code blocks, ``nucleus.stream.X`` anywhere, the
-README's API table, and every ``Name(`` / ``Name.attr`` in inline code and
-Python code blocks (the way the docs say "pass ``rate_limit=RateLimit(...)``")
-but for classes the document defines itself. A capitalised name from another
-library is listed in :data:`OTHER_LIBRARIES`, with where it comes from.
+The scan covers README.md and docs/*.md (docs/api.md and the guide included):
+``from nucleus.stream import ...`` in code blocks, ``nucleus.stream.X``
+anywhere, the README's API table, and every ``Name(`` / ``Name.attr`` in inline
+code and Python code blocks (the way the docs say "pass
+``rate_limit=RateLimit(...)``") but for classes the document defines itself. A
+capitalised name from another library is listed in :data:`OTHER_LIBRARIES`,
+with where it comes from.
+
+It covers examples/ too, which users copy: what each imports from the public
+modules, every attribute it uses on those names (``SocketMessage.json``), and
+``nucleus.stream.X`` anywhere, read from its syntax tree.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 from dataclasses import dataclass
@@ -22,6 +28,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+EXAMPLES = sorted((ROOT / "examples").rglob("*.py"))
 MODULES = ("nucleus.stream", "nucleus.fortress", "nucleus.testing", "nucleus.client")
 
 #: Capitalised names the docs mention that are not ours to export.
@@ -32,6 +39,7 @@ OTHER_LIBRARIES = {
     "ProtocolError": "websockets.exceptions",
     "Request": "websockets.http11",
     "Signal": "the browser client, stream.js",
+    "Starlette": "starlette.applications",
 }
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
@@ -81,6 +89,24 @@ def mentions(text: str, where: str) -> list[Mention]:
     return [m for m in found if m.name not in OTHER_LIBRARIES]
 
 
+def example_mentions(source: str, where: str) -> list[Mention]:
+    """What an example imports from the public modules, and the attributes it uses on them."""
+    tree = ast.parse(source)
+    imported: dict[str, tuple[str, str]] = {}  # local name -> (module, name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in MODULES:
+            for alias in node.names:
+                imported[alias.asname or alias.name] = (node.module, alias.name)
+    found = [Mention(where, name, module=module) for module, name in imported.values()]
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in imported):
+            module, name = imported[node.value.id]
+            found.append(Mention(where, name, node.attr, module))
+    found += [Mention(where, name, module=module) for module, name in _QUALIFIED.findall(source)]
+    return found
+
+
 def api_table(text: str) -> list[str]:
     """The names in the first column of the table under "## The API", if there is one."""
     section = re.search(r"^## The API\n(.*?)(?=^## )", text, re.S | re.M)
@@ -102,7 +128,9 @@ def missing(mention: Mention) -> str | None:
 
 
 def all_mentions() -> list[Mention]:
-    return [m for path in DOCS for m in mentions(path.read_text(), path.name)]
+    docs = [m for path in DOCS for m in mentions(path.read_text(), path.name)]
+    return docs + [m for path in EXAMPLES
+                   for m in example_mentions(path.read_text(), str(path.relative_to(ROOT)))]
 
 
 def test_every_documented_name_is_importable() -> None:
@@ -121,6 +149,19 @@ def test_the_scan_finds_what_users_are_told_to_use() -> None:
     assert ("client.md", "State") in found  # State.OPEN, from nucleus.client
     assert ("guide.md", "RevocationList") in found  # the guide's imports
     assert ("guide.md", "RateLimit") in found  # RateLimit(rate=5, ...) in a snippet
+    assert ("deployment.md", "RedisBackend") in found  # the code pushing without sockets
+    assert ("README.md", "Fortress") in found  # the feature table
+    assert ("examples/starlette_app.py", "StreamServer") in found
+    assert ("examples/apps/chat.py", "server") not in found  # only names of the four modules
+    attributes = {(m.where, m.name, m.attribute) for m in all_mentions()}
+    assert ("examples/chat_room.py", "SocketMessage", "json") in attributes
+    assert ("api.md", "SocketMessage", "Binary") in attributes  # its prose, in inline code
+
+
+def test_the_readme_links_every_doc() -> None:
+    readme = (ROOT / "README.md").read_text()
+    unlinked = [path.name for path in DOCS[1:] if f"](docs/{path.name})" not in readme]
+    assert unlinked == [], f"README.md's Docs list has no link to {unlinked}"
 
 
 @pytest.mark.parametrize("doc", [
@@ -132,3 +173,13 @@ def test_the_scan_finds_what_users_are_told_to_use() -> None:
 ])
 def test_a_missing_name_is_caught(doc: str) -> None:
     assert [why for m in mentions(doc, "doc.md") if (why := missing(m))] != []
+
+
+@pytest.mark.parametrize("example", [
+    "from nucleus.stream import Nope\n",
+    "from nucleus.stream import SocketMessage\nSocketMessage.nope({})\n",
+    "from nucleus.fortress import Fortress as F\nF.nope_token()\n",
+    "import nucleus.stream\nnucleus.stream.nope()\n",
+])
+def test_a_missing_name_in_an_example_is_caught(example: str) -> None:
+    assert [why for m in example_mentions(example, "x.py") if (why := missing(m))] != []

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from websockets.asyncio.client import connect
@@ -19,40 +16,15 @@ from examples import fastapi_app
 from nucleus.stream import StreamHandler, StreamHub, StreamServer
 
 from .conftest import UvicornRunner
-from .helpers import eventually, within
+from .helpers import within
+from .mounted import check_http_endpoints_push, in_uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-async def example() -> AsyncIterator[str]:
-    runner = UvicornRunner(fastapi_app.app)  # type: ignore[arg-type]
-    await runner.start()
-    yield f"127.0.0.1:{runner.port}"
-    await runner.stop()
-
-
-async def test_http_endpoints_push_to_rooms_and_users(example: str) -> None:
-    async with (
-        httpx.AsyncClient(base_url=f"http://{example}") as http,
-        connect(f"ws://{example}/realtime/ws?user=ann") as ann,
-        connect(f"ws://{example}/realtime/ws?user=bob") as bob,
-    ):
-        async def both_online() -> bool:
-            return (await http.get("/online")).json() == ["ann", "bob"]
-        await eventually(both_online)
-        response = await http.post("/rooms/lobby", json={"text": "hello"})
-        assert response.status_code == 200 and response.json()["offset"] >= 1
-        for ws in (ann, bob):
-            assert json.loads(await within(ws.recv())) == {"text": "hello"}
-        await http.post("/users/bob/notify", json={"kind": "mention"})
-        assert json.loads(await within(bob.recv())) == {"kind": "mention"}
-        # ann got nothing: the next thing she hears is the next broadcast.
-        await http.post("/rooms/lobby", json={"text": "again"})
-        assert json.loads(await within(ann.recv())) == {"text": "again"}
-        client_js = await http.get("/realtime/nucleus/stream.js")
-        assert client_js.status_code == 200 and b"export function connect" in client_js.content
-        assert (await http.get("/realtime/healthz")).json() == {"status": "ok"}
+async def test_http_endpoints_push_to_rooms_and_users() -> None:
+    async with in_uvicorn(fastapi_app.app) as address:
+        await check_http_endpoints_push(address)
 
 
 async def test_the_lifespan_starts_hooks_and_tasks_before_any_connection() -> None:

@@ -73,6 +73,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: The algorithms tokens may be signed with: HMAC only (``algorithms=`` picks among them).
 SYMMETRIC_ALGORITHMS: Final = ("HS256", "HS384", "HS512")
 # RFC 7518 §3.2: an HMAC key MUST be at least as long as the hash output.
 _MIN_SECRET_BYTES: Final[Mapping[str, int]] = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -80,8 +81,12 @@ _MIN_SECRET_BYTES: Final[Mapping[str, int]] = {"HS256": 32, "HS384": 48, "HS512"
 # audience, so PyJWT would refuse every token that carries one.
 _RESERVED_CLAIMS: Final = frozenset({"sub", "iat", "nbf", "exp", "jti", "aud"})
 
+#: The environment variable a ``secret=None`` reads: the key tokens are signed and
+#: verified with (at least 32 bytes for HS256).
 SECRET_ENV: Final = "SECRET_KEY"
+#: A token offered as a subprotocol: ``nucleus.token.<jwt>``, next to ``nucleus.v1``.
 TOKEN_SUBPROTOCOL_PREFIX: Final = "nucleus.token."
+#: The cookie :meth:`Fortress.cookie_token` reads unless told another name.
 DEFAULT_COOKIE: Final = "nucleus_token"
 DEFAULT_LEEWAY: Final = 10.0
 # Far above any real token; bounds the work an unauthenticated peer can ask for.

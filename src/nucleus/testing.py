@@ -54,12 +54,21 @@ class HandshakeRefused(StreamError):
 
     def __init__(self, status: int, body: bytes) -> None:
         super().__init__(f"the handshake was refused with HTTP {status}")
+        #: The HTTP status the server answered (401, 403, 404...).
         self.status = status
+        #: The response body, e.g. the 404's text naming the known routes.
         self.body = body
 
 
 class TestSocket:
-    """One WebSocket connection to the server under test."""
+    """
+    One WebSocket connection to the server under test, from :meth:`TestClient.connect`.
+
+    Every ``receive_*`` waits at most ``timeout`` seconds (5 by default), then
+    raises :class:`TimeoutError`; if the server closed the connection instead
+    of sending, it raises :class:`ConnectionError` with the close code. Leaving
+    ``async with`` closes the connection if the server has not.
+    """
 
     __test__ = False  # not a pytest test class
 
@@ -73,6 +82,7 @@ class TestSocket:
         self.subprotocol: str | None = None
         #: The close code, once the connection is closed.
         self.close_code: int | None = None
+        #: The close reason, once the connection is closed.
         self.close_reason = ""
 
     async def _open(self, timeout: float) -> TestSocket:
@@ -112,12 +122,15 @@ class TestSocket:
     # sending
 
     async def send_text(self, text: str) -> None:
+        """Send a text message, as a browser's ``ws.send(text)``."""
         await self._to_app.put({"type": "websocket.receive", "text": text})
 
     async def send_bytes(self, data: bytes) -> None:
+        """Send a binary message."""
         await self._to_app.put({"type": "websocket.receive", "bytes": data})
 
     async def send_json(self, value: Any) -> None:
+        """Send ``value`` as a JSON text message (how ``nucleus.v1`` frames travel too)."""
         await self.send_text(json.dumps(value))
 
     # receiving
@@ -135,24 +148,31 @@ class TestSocket:
                               f"{self.close_reason!r}) instead of sending")
 
     async def receive_text(self, timeout: float = TIMEOUT) -> str:
+        """The next message, which must be text (:class:`TypeError` otherwise)."""
         message = await self.receive(timeout)
         if not isinstance(message, str):
             raise TypeError(f"expected text, got {len(message)} bytes")
         return message
 
     async def receive_bytes(self, timeout: float = TIMEOUT) -> bytes:
+        """The next message, which must be binary (:class:`TypeError` otherwise)."""
         message = await self.receive(timeout)
         if not isinstance(message, bytes):
             raise TypeError(f"expected bytes, got text {message[:80]!r}")
         return message
 
     async def receive_json(self, timeout: float = TIMEOUT) -> Any:
+        """The next message, a text holding JSON, decoded."""
         return json.loads(await self.receive_text(timeout))
 
     # nucleus.v1
 
     async def subscribe(self, channel: str, timeout: float = TIMEOUT) -> dict[str, Any]:
-        """Subscribe (``nucleus.v1`` connections): the ``joined`` frame, or StreamError."""
+        """
+        Subscribe to ``channel`` (connections opened with ``protocol=True``):
+        return the ``joined`` frame; :class:`StreamError` if it was refused.
+        Frames of other channels that arrive meanwhile are dropped.
+        """
         if self.subprotocol != SUBPROTOCOL:
             raise StreamError("subscribe() needs connect(..., protocol=True)")
         await self.send_json({"type": "sub", "channel": channel})
@@ -222,7 +242,13 @@ class _Connecting:
 
 
 class TestClient:
-    """Start ``server`` (its lifespan) and open connections to it, in-process."""
+    """
+    Start ``server`` (its lifespan) and open connections to it, in-process.
+
+    Use it as ``async with TestClient(server) as client``: entering runs the
+    server's checks, start-up hooks and background tasks; leaving closes the
+    connections still open and stops the server (shutdown hooks run).
+    """
 
     __test__ = False  # not a pytest test class
 
@@ -244,10 +270,17 @@ class TestClient:
         timeout: float = TIMEOUT,
     ) -> _Connecting:
         """
-        Open a connection to ``path``. ``protocol=True`` speaks ``nucleus.v1``
-        (the hello is sent for you); ``token`` travels in the query string
-        (``token_in="query"``), as a subprotocol (``"protocol"``) or as a
-        bearer ``Authorization`` header (``"header"``).
+        Open a connection to ``path``: ``await`` it for a :class:`TestSocket`,
+        or ``async with`` it to close the socket at the end of the block. It
+        returns once the server accepted the upgrade (``on_connect`` runs next;
+        what the socket sends meanwhile waits for it); a refused handshake
+        raises :class:`HandshakeRefused`.
+
+        ``protocol=True`` speaks ``nucleus.v1`` (the hello is sent for you);
+        ``token`` travels in the query string (``token_in="query"``), as a
+        subprotocol (``"protocol"``) or as a bearer ``Authorization`` header
+        (``"header"``). ``query`` and ``headers`` are added to the request;
+        ``client`` is the peer address the server sees.
         """
         params = dict(query or {})
         subprotocols = [SUBPROTOCOL] if protocol else []
@@ -302,7 +335,12 @@ except ImportError:  # pragma: no cover - the fixture needs pytest and pytest-as
 else:
     @pytest_asyncio.fixture
     async def nucleus_client() -> AsyncIterator[Callable[[StreamServer], Awaitable[TestClient]]]:
-        """``client = await nucleus_client(server)``: started now, stopped after the test."""
+        """
+        A pytest fixture: take ``nucleus_client`` as a test's argument, then
+        ``client = await nucleus_client(server)`` gives a started
+        :class:`TestClient`, stopped after the test. Needs
+        ``pytest_plugins = ["nucleus.testing"]`` and pytest-asyncio.
+        """
         clients: list[TestClient] = []
 
         async def start(server: StreamServer) -> TestClient:

@@ -2,7 +2,7 @@
 Nucleus Stream: real-time WebSockets for Python web apps.
 
 Handlers (:class:`StreamHandler`) react to sockets (:class:`WebSocket`)
-connecting, sending :class:`SocketMessage` s and leaving; the
+connecting, sending messages (:class:`SocketMessage`) and leaving; the
 :class:`StreamHub` puts sockets in rooms and sends to rooms, sockets and
 users; :class:`StreamServer` serves routes natively or as an ASGI app.
 """

@@ -105,6 +105,9 @@ class Backend(abc.ABC):
     """
     Pub/sub, history and the cluster's indexes, behind one small interface.
 
+    Apps pick one (``StreamServer(backend=...)``: :class:`MemoryBackend` by
+    default, :class:`RedisBackend` for several processes) and never call it:
+    the hub does. Subclass it only to put the cluster on another broker.
     Implementations raise :class:`~nucleus.stream.BackendError` (for an
     unreachable broker, :class:`~nucleus.stream.BackendUnavailable`) when an
     operation could not be done; they never drop a message silently.
@@ -271,6 +274,7 @@ class MemoryBackend(Backend):
 
     @property
     def delivery(self) -> Delivery:
+        """The hub it delivers to; :class:`ConfigError` before :meth:`start`."""
         if self._delivery is None:
             raise ConfigError("the backend is not started (the server starts it)")
         return self._delivery

@@ -25,21 +25,47 @@ __all__ = ["StreamHandler"]
 
 
 class StreamHandler:
-    """Base class for the callbacks of one WebSocket route."""
+    """
+    Base class for the callbacks of one WebSocket route.
+
+    Subclass it, override what the route needs, and pass an instance to
+    ``server.route(path, handler)``; one instance serves every socket of the
+    route, so keep per-connection data in ``socket.state``. Every method
+    defaults to doing nothing (:meth:`on_subscribe` to refusing,
+    :meth:`on_request` to ``not_found``).
+
+    Order: ``on_connect`` finishes before any ``on_message`` of that socket;
+    one socket's messages are handled one at a time, in arrival order;
+    ``on_disconnect`` runs exactly once, after the socket has left every room.
+    An exception a callback raises is logged with the socket's id and route;
+    the socket stays open and the peer is told nothing.
+    """
 
     async def authenticate(self, request: HandshakeRequest) -> str | None:
         """
-        Called before the upgrade is accepted, when the route requires auth.
+        Authenticate a handshake before the upgrade is accepted: return the
+        user id (it becomes ``socket.user_id``), or ``None`` to refuse with
+        HTTP 401.
 
-        Return the user id, or ``None`` to refuse with HTTP 401.
+        Called only when overridden, and only for routes declared without
+        ``auth=`` (which takes precedence).
         """
         return None
 
     async def on_connect(self, hub: StreamHub, socket: WebSocket) -> None:
-        """A socket opened. Join rooms or identify the user here."""
+        """
+        A socket opened: join rooms (``hub.join_room(socket.id, room)``) or
+        identify the user here. To refuse the connection, ``await
+        hub.disconnect(socket.id)``: it closes with 1008.
+        """
 
     async def on_message(self, hub: StreamHub, socket: WebSocket, msg: SocketMessage) -> None:
-        """A complete message arrived from ``socket``."""
+        """
+        A complete message arrived from ``socket``: a ``SocketMessage.Text``
+        or ``SocketMessage.Binary`` (``msg.as_json()`` decodes JSON text). With
+        the route's ``message_model``, only text that fits it arrives here
+        (``msg.as_json(Model)`` gives the instance).
+        """
 
     async def on_request(self, hub: StreamHub, socket: WebSocket, data: Any) -> Any:
         """
@@ -52,10 +78,18 @@ class StreamHandler:
         raise RequestError("not_found", "this route answers no requests")
 
     async def on_disconnect(self, hub: StreamHub, socket_id: str) -> None:
-        """The socket is gone (for whatever reason); it is already out of every room."""
+        """
+        The socket is gone (for whatever reason): it is already out of every
+        room and unbound from its user, so only its id is left; clean up what
+        you keep about it here.
+        """
 
     async def on_subscribe(self, hub: StreamHub, socket: WebSocket, channel: str) -> bool:
-        """A library client asks to subscribe to ``channel``; return True to allow."""
+        """
+        A library client asks to subscribe to ``channel``: return True to let
+        the socket join the room of that name (and get its history), anything
+        else refuses it (``forbidden``). The default refuses every channel.
+        """
         return False
 
     async def on_unsubscribe(self, hub: StreamHub, socket: WebSocket, channel: str) -> bool:

@@ -37,7 +37,13 @@ class HistoryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """One room broadcast, numbered."""
+    """
+    One room broadcast, numbered: what a :class:`Backend` hands to every node.
+
+    ``offset`` counts the room's broadcasts (1, 2, 3... with no gaps within
+    the room's epoch); ``event`` is the name given to ``Channel.broadcast``,
+    ``None`` for ``hub.broadcast_to_room``.
+    """
 
     room: str
     offset: int

@@ -27,7 +27,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from . import _tagged
-from ._backend import Backend, MemoryBackend
+from ._backend import Backend, Delivery, MemoryBackend
 from ._errors import BackendError, ChannelError, SocketClosed
 from ._history import HistoryPolicy, Publication, Recovery
 from ._message import SocketMessage, payload_size
@@ -54,13 +54,21 @@ def _check_room(room: object) -> str:
 
 
 class Channel:
-    """A room seen as an event channel: ``hub.channel("chat").broadcast("message", data)``."""
+    """
+    A room seen as an event channel: ``hub.channel("chat").broadcast("message", data)``.
+
+    Get one from :meth:`StreamHub.channel`; it is a name, cheap to make and
+    to drop. Plain WebSocket members of the room get each broadcast as
+    ``{"channel", "event", "data"}``; library clients get ``data``, with the
+    event name in its ``Meta``.
+    """
 
     __slots__ = ("_hub", "name")
 
     def __init__(self, hub: StreamHub, name: str) -> None:
         self._hub = hub
-        self.name = _check_room(name)
+        #: The room's name.
+        self.name: str = _check_room(name)
 
     async def broadcast(self, event: str, data: Any) -> int:
         """
@@ -90,10 +98,26 @@ class _Join:
         self.reset: tuple[Recovery, int] | None = None
 
 
-class StreamHub:
-    """Rooms, users, presence and sending for the sockets of one server (or cluster)."""
+class StreamHub(Delivery):
+    """
+    Rooms, users, presence and sending for the sockets of one server (or cluster).
+
+    A :class:`StreamServer` makes one (``server.hub``) and passes it to every
+    handler call; HTTP endpoints, background tasks and jobs use the same one.
+    ``join_room`` and ``leave_room`` take sockets of this node (call them from
+    handlers); sending, ``disconnect``, ``identify`` and the queries reach
+    sockets and users on every node of a shared backend (Redis). A process
+    that serves no sockets can push with a hub of its own on the same backend:
+    ``await hub.start()`` first, ``await hub.aclose()`` when done.
+
+    Every call that needs the backend may raise :class:`BackendError`
+    (:class:`BackendUnavailable` when the broker cannot be reached); none of
+    them drops a message silently.
+    """
 
     def __init__(self, backend: Backend | None = None) -> None:
+        #: Where rooms, history and the cluster-wide indexes live
+        #: (default: a :class:`MemoryBackend`, this process only).
         self.backend: Backend = backend or MemoryBackend()
         self._registry: Registry[WebSocket] = Registry()
         self._rules: list[tuple[str, HistoryPolicy]] = []
@@ -111,9 +135,14 @@ class StreamHub:
         self.metrics: Metrics | None = None
 
     async def start(self) -> None:
+        """
+        Connect the backend; the server calls this when it starts. A hub of
+        your own (one that serves no sockets) must be started before use.
+        """
         await self.backend.start(self)
 
     async def aclose(self) -> None:
+        """Stop the hub's tasks and close the backend; the server calls this when it stops."""
         await self._tasks.cancel_all()
         await self.backend.aclose()
 
@@ -149,7 +178,13 @@ class StreamHub:
     async def join_room(self, socket_id: str, room: str) -> None:
         """
         Add a socket of this node to a room; every broadcast made after this
-        returns reaches it. ``user:<id>`` rooms admit only that user's sockets.
+        returns reaches it. Joining a room it is in already does nothing.
+
+        Raises :class:`SocketNotFound` if the socket is not open on this node,
+        :class:`ChannelError` for a name that is empty or longer than 200
+        characters, or for a ``user:<id>`` room (private to that user) when the
+        socket is not identified as ``<id>``; :class:`BackendError` if the
+        backend failed, in which case the socket is not in the room.
         """
         socket = self._registry.get(socket_id)
         await self._join(socket, _check_room(room))

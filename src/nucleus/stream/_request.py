@@ -119,9 +119,13 @@ class HandshakeRequest:
         init(self, "_cookies", None)
         init(self, "_subprotocols", None)
 
+    #: The request path, percent-decoded (``/ws/chat``), without a mount prefix.
     path: str
+    #: The raw query string, without the ``?`` (``token=abc&room=a``).
     query_string: str
+    #: The request's headers, case-insensitive.
     headers: Headers
+    #: The TCP peer's ``(host, port)``, if known (behind a proxy: the proxy's).
     remote_address: tuple[str, int] | None
     _query: Mapping[str, str] | None
     _cookies: Mapping[str, str] | None
@@ -132,18 +136,21 @@ class HandshakeRequest:
 
     @property
     def query(self) -> Mapping[str, str]:
+        """The query parameters, the first value of each, percent-decoded."""
         if self._query is None:
             object.__setattr__(self, "_query", _first_values(self.query_string))
         return self._query  # type: ignore[return-value]
 
     @property
     def cookies(self) -> Mapping[str, str]:
+        """The ``Cookie`` header's cookies by name (the first of a repeated name)."""
         if self._cookies is None:
             object.__setattr__(self, "_cookies", _cookies(self.headers))
         return self._cookies  # type: ignore[return-value]
 
     @property
     def subprotocols(self) -> tuple[str, ...]:
+        """The ``Sec-WebSocket-Protocol`` values the client offered, in order."""
         if self._subprotocols is None:
             object.__setattr__(self, "_subprotocols", tuple(
                 item.strip()

@@ -42,6 +42,7 @@ Hook = Callable[[], Awaitable[None]]
 Background = Callable[[StreamHub], Coroutine[Any, Any, None]]
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
+#: Where the browser client is served (minified); under a mount, below its prefix.
 CLIENT_JS_ROUTE = "/nucleus/stream.js"
 
 #: Where the browser client's TypeScript declarations are served (``stream.d.ts``).
@@ -86,10 +87,30 @@ class StreamServer:
     """
     A WebSocket server for :class:`StreamHandler` routes, sharing one :class:`StreamHub`.
 
-    Limits (see :class:`Limits` for defaults) apply to every route unless a
-    route overrides ``max_message_size`` or ``max_send_queue``. Besides its
-    routes it answers ``GET /nucleus/stream.js`` (the browser client) and
-    ``GET /nucleus/stream.d.ts`` (its TypeScript declarations;
+    Declare routes with :meth:`route`, then serve it: ``server.run()`` or
+    ``nucleus serve app:server`` (the native door), or give it to an ASGI
+    server (``uvicorn app:server``) or mount it in an ASGI app with
+    ``lifespan=server.lifespan``. Nothing listens or connects before then.
+
+    - ``hub`` or ``backend`` (not both): the hub to share, or the backend of a
+      new one: a :class:`Backend`, or a URL (``"redis://127.0.0.1:6379/0"``);
+      by default ``$NUCLEUS_BACKEND``, else the embedded memory backend.
+    - ``max_message_size``, ``max_send_queue``, ``ping_interval``,
+      ``ping_timeout``, ``close_timeout``, ``handshake_timeout``: see
+      :class:`Limits` for their defaults and what happens past them; a route
+      may override the first two.
+    - ``hello_timeout``: seconds a library client has to send its ``hello``
+      before ``on_connect`` runs without its resume positions (10).
+    - ``shutdown_timeout``: seconds handlers get to finish at shutdown before
+      they are cancelled (15).
+    - ``max_connections_per_ip``, ``max_handshakes_per_ip`` (per second): caps
+      per client address, answered with HTTP 429; off by default, since
+      behind a proxy every client shares its address.
+    - ``trusted_proxies``: addresses or networks (``"10.0.0.0/8"``) whose
+      ``X-Forwarded-For`` gives the client's address for those caps.
+
+    Besides its routes it answers ``GET /nucleus/stream.js`` (the browser
+    client) and ``GET /nucleus/stream.d.ts`` (its TypeScript declarations;
     ``serve_client=False`` turns both off), ``GET /healthz`` (200, or 503
     while the backend is unreachable; ``health_path`` moves it, None removes it)
     and ``GET /metrics`` (Prometheus; ``metrics_path``, likewise).
@@ -128,8 +149,9 @@ class StreamServer:
         if hub is None:
             hub = StreamHub(backend if isinstance(backend, Backend) else backend_from_url(backend))
         #: The hub: rooms, users and sending, for HTTP routes and jobs as for handlers.
-        self.hub = hub
-        self.limits = Limits(max_message_size, max_send_queue, ping_interval, ping_timeout,
+        self.hub: StreamHub = hub
+        #: The per-connection limits every route starts from.
+        self.limits: Limits = Limits(max_message_size, max_send_queue, ping_interval, ping_timeout,
                              close_timeout, handshake_timeout)
         if compression_threshold < 0:
             raise ConfigError(
@@ -186,17 +208,26 @@ class StreamServer:
         compression_threshold: int | None = None,
     ) -> Route:
         """
-        Serve ``handler`` at ``path``.
+        Serve ``handler`` (an instance of a :class:`StreamHandler` subclass) at
+        ``path``; declare every route before the server starts.
 
-        ``auth`` (e.g.
-        ``Fortress.query_token()``) authenticates each handshake (401 when it
-        answers None); ``origins`` lists the browser origins allowed (403 for
-        others); ``rate_limit=None`` lifts the inbound message limit;
-        ``message_model`` rejects invalid messages before ``on_message``;
+        ``auth`` (e.g. ``Fortress.query_token()``, or any async function of
+        the :class:`HandshakeRequest`) authenticates each handshake: it answers
+        a user id or an object with ``user_id`` (:class:`TokenClaims`), which
+        becomes ``socket.user_id``, or None for HTTP 401. ``origins`` lists
+        the browser origins allowed (403 for others); ``rate_limit=None`` lifts
+        the inbound message limit; ``message_model`` rejects invalid messages
+        before ``on_message``;
         ``presence=True`` lets library clients watch who is in the rooms they
         subscribed to (``stream.presence(room, callback)``): off by default,
         since it reveals who is in a room. ``compression`` and
-        ``compression_threshold`` override the server's (``None``: inherit).
+        ``compression_threshold`` override the server's (``None``: inherit), as
+        ``max_message_size`` and ``max_send_queue`` do.
+
+        Returns the route as declared. Raises :class:`RouteError` for a path that
+        does not start with ``/`` or is declared already, or a handler that is
+        not a :class:`StreamHandler` instance; :class:`ConfigError` for a route
+        that takes tokens from cookies without ``origins``.
         """
         if path in self.routes:
             raise RouteError(f"route {path!r} is already declared")

@@ -62,8 +62,10 @@ class WebSocket:
     """
     One open WebSocket connection, as given to :class:`StreamHandler` methods.
 
-    ``query`` holds the first value of each URL query parameter; ``state`` is a
-    dict for the application's own per-connection data.
+    The server creates it; handlers keep its ``id`` (not the object) to reach
+    it later through the hub (``hub.send_to(socket_id, msg)``), which works
+    from any node. ``query`` holds the first value of each URL query
+    parameter; ``state`` is a dict for the application's own per-connection data.
     """
 
     __slots__ = (
@@ -89,10 +91,15 @@ class WebSocket:
         user_id: str | None = None,
         socket_id: str | None = None,
     ) -> None:
-        self.id = socket_id or new_socket_id()
-        self.user_id = user_id
-        self.route = route
-        self.subprotocol = subprotocol
+        #: Unique across nodes and restarts: what the hub's calls take (``join_room``...).
+        self.id: str = socket_id or new_socket_id()
+        #: The user bound by authentication or ``hub.identify``; ``None`` when anonymous.
+        self.user_id: str | None = user_id
+        #: The path of the route that accepted it (``"/ws/chat"``).
+        self.route: str = route
+        #: The subprotocol the server selected (``"nucleus.v1"`` for the library
+        #: clients), or ``None``.
+        self.subprotocol: str | None = subprotocol
         self._request = request
         self._conn = conn
         #: Queue a shared outgoing message; never blocks (the hub's fan-out path).
@@ -104,18 +111,22 @@ class WebSocket:
 
     @property
     def query(self) -> Mapping[str, str]:
+        """The URL's query parameters, the first value of each (``?room=a`` → ``{"room": "a"}``)."""
         return self._request.query
 
     @property
     def headers(self) -> Headers:
+        """The opening handshake's headers (case-insensitive)."""
         return self._request.headers
 
     @property
     def path(self) -> str:
+        """The request path, percent-decoded, without the query or a mount prefix."""
         return self._request.path
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
+        """The peer's ``(host, port)`` as the server saw it (a proxy's, behind one), if known."""
         return self._request.remote_address
 
     @property
@@ -125,6 +136,7 @@ class WebSocket:
 
     @property
     def state(self) -> dict[str, Any]:
+        """The application's own data for this connection, e.g. ``socket.state["name"]``."""
         # Created on first use: most sockets never need one.
         if self._state is None:
             self._state = {}
@@ -132,6 +144,7 @@ class WebSocket:
 
     @property
     def is_open(self) -> bool:
+        """True until the closing handshake starts; :meth:`send` raises after that."""
         return self._conn.is_open
 
     @property
@@ -140,7 +153,7 @@ class WebSocket:
         return self._conn.tagged
 
     def deliver_control(self, frame: ServerFrame) -> None:
-        """Queue a ``nucleus.v1`` control frame (``joined``, ``error``...)."""
+        """Queue a ``nucleus.v1`` control frame (``joined``, ``error``...); the server's own."""
         self._conn.deliver_frame(*encode(frame))
 
     def deliver_encoded(self, encoded: tuple[bytes, str]) -> None:
@@ -148,13 +161,19 @@ class WebSocket:
         self._conn.deliver_frame(*encoded)
 
     def close_nowait(self, code: int = 1000, reason: str = "") -> None:
-        """Start closing now, from code that cannot await."""
+        """:meth:`close`, from code that cannot await: the closing handshake starts now."""
         if self._connecting:
             self._refused = True
         self._conn.close(code, reason)
 
     async def send(self, msg: SocketMessage) -> None:
-        """Send ``msg`` to this socket only; :class:`SocketClosed` if it is closed."""
+        """
+        Send ``msg`` to this socket only; :class:`SocketClosed` if it is closed.
+
+        It is queued and this returns at once, without waiting for the peer; a
+        peer that stops reading is closed with 1013 once ``max_send_queue``
+        bytes wait for it. For a socket of another node, use ``hub.send_to``.
+        """
         if not self._conn.is_open:
             raise SocketClosed(f"socket {self.id} is closed; stop sending to it")
         self._conn.deliver(Outgoing(msg))

@@ -39,6 +39,8 @@ __all__ = [
     "frame_size",
 ]
 
+#: The WebSocket subprotocol of the library clients (``docs/protocol.md``): a socket
+#: that negotiated it gets tagged frames, subscriptions, recovery and requests.
 SUBPROTOCOL: Final = "nucleus.v1"
 
 _encode = msgspec.json.encode
