@@ -184,6 +184,25 @@ def test_every_kind_of_model_lands_in_defs_noting_its_routes() -> None:
     assert "$comment" not in defs["Point"]
 
 
+class Join(msgspec.Struct, tag=True):
+    room: str
+
+
+class Say(msgspec.Struct, tag=True):
+    text: str
+
+
+def test_a_union_of_tagged_structs_is_a_discriminated_union_type() -> None:
+    document = message_schema({"/ws/chat": Join | Say})
+    defs = document["$defs"]
+    assert defs["Message"]["anyOf"] == [{"$ref": "#/$defs/Join"}, {"$ref": "#/$defs/Say"}]
+    assert defs["Message"]["$comment"] == "The message_model of route /ws/chat."
+    assert defs["Join"]["properties"]["type"] == {"enum": ["Join"]}
+    declared = typescript(document)
+    assert "export type Message = Join | Say;" in declared
+    assert 'type: "Join";' in declared
+
+
 def test_a_model_json_schema_cannot_describe_is_a_config_error_naming_it() -> None:
     class Odd(msgspec.Struct):
         value: object

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from .stream import ConfigError, StreamServer
-from .stream._message import _is_pydantic_model
+from .stream._message import MessageModel, _is_pydantic_model
 
 __all__ = ["DIALECT", "message_schema", "route_models"]
 
@@ -27,13 +27,15 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _REF = "#/$defs/"
 
 
-def route_models(server: StreamServer) -> dict[str, type]:
+def route_models(server: StreamServer) -> dict[str, MessageModel]:
     """Each route's path and its ``message_model``, for the routes that declare one."""
     return {path: route.message_model for path, route in server.routes.items()
             if route.message_model is not None}
 
 
-def message_schema(models: Mapping[str, type], *, title: str | None = None) -> dict[str, Any]:
+def message_schema(
+    models: Mapping[str, MessageModel], *, title: str | None = None
+) -> dict[str, Any]:
     """
     One JSON Schema document with every model of ``models`` (route path -> model)
     under ``$defs``, each noting in its ``$comment`` the routes that accept it.
@@ -41,13 +43,13 @@ def message_schema(models: Mapping[str, type], *, title: str | None = None) -> d
     Raises :class:`ConfigError` when a model cannot be described, or when two
     different definitions would share a name.
     """
-    routes: dict[type, list[str]] = {}
+    routes: dict[MessageModel, list[str]] = {}
     for path, model in models.items():
         routes.setdefault(model, []).append(path)
-    pydantic = [model for model in routes if _is_pydantic_model(model)]
+    pydantic: list[Any] = [model for model in routes if _is_pydantic_model(model)]
     others = [model for model in routes if not _is_pydantic_model(model)]
     defs: dict[str, Any] = {}
-    named: dict[type, str] = {}
+    named: dict[MessageModel, str] = {}
     if others:
         for model, schema in zip(others, _msgspec_schemas(others, defs), strict=True):
             named[model] = _definition(model, schema, defs)
@@ -66,7 +68,9 @@ def message_schema(models: Mapping[str, type], *, title: str | None = None) -> d
     return {key: value for key, value in document.items() if value is not None}
 
 
-def _msgspec_schemas(models: list[type], defs: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+def _msgspec_schemas(
+    models: list[MessageModel], defs: dict[str, Any]
+) -> tuple[dict[str, Any], ...]:
     try:
         schemas, components = msgspec.json.schema_components(models, ref_template=_REF + "{name}")
     except (TypeError, ValueError):
@@ -83,7 +87,7 @@ def _msgspec_schemas(models: list[type], defs: dict[str, Any]) -> tuple[dict[str
     return schemas
 
 
-def _definition(model: type, schema: Mapping[str, Any], defs: dict[str, Any]) -> str:
+def _definition(model: MessageModel, schema: Mapping[str, Any], defs: dict[str, Any]) -> str:
     """The name under ``$defs`` of ``model``, whose schema is ``schema`` (a ref, usually)."""
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref.startswith(_REF) and len(schema) == 1:
@@ -102,5 +106,5 @@ def _merge(defs: dict[str, Any], more: Mapping[str, Any]) -> None:
         defs[name] = schema
 
 
-def _label(model: type) -> str:
+def _label(model: MessageModel) -> str:
     return f"{getattr(model, '__module__', '?')}.{getattr(model, '__qualname__', model)!s}"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, ClassVar, TypeVar, final, overload
+from types import UnionType
+from typing import Any, ClassVar, TypeAlias, TypeVar, final, overload
 
 import msgspec
 
@@ -21,6 +22,10 @@ __all__ = ["Binary", "SocketMessage", "Text", "decode_as", "encode_json", "paylo
            "validation_error"]
 
 T = TypeVar("T")
+
+#: What a route's ``message_model`` may be: a class (dataclass, msgspec Struct,
+#: pydantic model) or a union of them (``Join | Say``, tagged Structs).
+MessageModel: TypeAlias = type[Any] | UnionType
 
 
 def _encode_extra(value: Any) -> Any:
@@ -53,9 +58,18 @@ def _is_pydantic_model(tp: Any) -> bool:
     return isinstance(tp, type) and callable(getattr(tp, "model_validate_json", None))
 
 
-def decode_as(payload: str | bytes, tp: type[T]) -> T:
+@overload
+def decode_as(payload: str | bytes, tp: type[T]) -> T: ...
+
+
+@overload
+def decode_as(payload: str | bytes, tp: UnionType) -> Any: ...
+
+
+def decode_as(payload: str | bytes, tp: MessageModel) -> Any:
     """
-    Decode JSON ``payload`` into ``tp`` (dataclass, msgspec Struct or pydantic model).
+    Decode JSON ``payload`` into ``tp`` (dataclass, msgspec Struct or pydantic
+    model, or a union of them).
 
     Raises :class:`InvalidMessage` naming the offending field, so the reason can
     be reported to the client.
@@ -64,7 +78,7 @@ def decode_as(payload: str | bytes, tp: type[T]) -> T:
         from pydantic import ValidationError  # only needed when pydantic is in use
 
         try:
-            return tp.model_validate_json(payload)  # type: ignore[attr-defined,no-any-return]
+            return tp.model_validate_json(payload)  # type: ignore[union-attr]
         except ValidationError as exc:
             first = exc.errors()[0]
             where = "$" + "".join(
@@ -119,7 +133,10 @@ class SocketMessage:
     @overload
     def as_json(self, tp: type[T]) -> T | None: ...
 
-    def as_json(self, tp: type[Any] | None = None) -> Any:
+    @overload
+    def as_json(self, tp: UnionType) -> Any: ...
+
+    def as_json(self, tp: MessageModel | None = None) -> Any:
         """
         The decoded JSON value, or ``None`` if this is not text or not valid JSON.
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ._errors import ConfigError, RouteError
 from ._handler import StreamHandler
+from ._message import MessageModel
 from ._ratelimit import RateLimit, RateLimiter
 from ._request import HandshakeRequest
 
@@ -75,7 +76,7 @@ class Route:
     auth: Callable[[HandshakeRequest], Awaitable[Any]] | None = None
     origins: frozenset[str] | None = None
     rate_limit: RateLimit | None = None
-    message_model: type | None = None
+    message_model: MessageModel | None = None
     presence: bool = False
     compression: bool = False
     compression_threshold: int = 512

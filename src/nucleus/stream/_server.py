@@ -26,6 +26,7 @@ from ._gate import DoorPolicy, normalize_origin
 from ._handler import StreamHandler
 from ._history import HistoryPolicy
 from ._hub import StreamHub
+from ._message import MessageModel
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import Metrics
 from ._native import NativeServer
@@ -202,7 +203,7 @@ class StreamServer:
         auth: Callable[[HandshakeRequest], Awaitable[Any]] | None = None,
         origins: Iterable[str] | None = None,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
-        message_model: type | None = None,
+        message_model: MessageModel | None = None,
         presence: bool = False,
         compression: bool | None = None,
         compression_threshold: int | None = None,
