@@ -49,8 +49,9 @@ _IMPORT = re.compile(
     r"(?:\(([^)]*)\)|([^\n#]+))", re.M)
 _QUALIFIED = re.compile(r"\b(nucleus\.(?:stream|fortress|testing|client))\.([A-Za-z_]\w*)")
 # A capitalised name called or dereferenced: RateLimit(...), Fortress.query_token;
-# not a file name (README.md).
-_USE = re.compile(r"(?<![\w.])([A-Z]\w*)(?:\s*\(|\.(?!(?:md|py|txt|toml|json)\b)([a-zA-Z_]\w*))")
+# not a file name (README.md, but SocketMessage.json(...) is a call).
+_USE = re.compile(
+    r"(?<![\w.])([A-Z]\w*)(?:\s*\(|\.(?!(?:md|py|txt|toml)\b|json\b(?!\())([a-zA-Z_]\w*))")
 _DEFINED = re.compile(r"^\s*class\s+(\w+)", re.M)
 
 
@@ -156,6 +157,7 @@ def test_the_scan_finds_what_users_are_told_to_use() -> None:
     attributes = {(m.where, m.name, m.attribute) for m in all_mentions()}
     assert ("examples/chat_room.py", "SocketMessage", "json") in attributes
     assert ("api.md", "SocketMessage", "Binary") in attributes  # its prose, in inline code
+    assert ("guide.md", "SocketMessage", "json") in attributes  # SocketMessage.json(...)
 
 
 def test_the_readme_links_every_doc() -> None:
