@@ -9,7 +9,15 @@ import pytest
 
 from examples import chat_room, quick_example
 from nucleus.fortress import Fortress
-from nucleus.stream import SocketMessage, StreamHandler, StreamHub, StreamServer, WebSocket
+from nucleus.stream import (
+    ChannelError,
+    SocketClosed,
+    SocketMessage,
+    StreamHandler,
+    StreamHub,
+    StreamServer,
+    WebSocket,
+)
 from nucleus.testing import HandshakeRefused, TestClient, nucleus_client  # noqa: F401
 
 SECRET = "a-test-secret-of-at-least-thirty-two-bytes!"
@@ -47,7 +55,7 @@ async def test_json_bytes_timeouts_and_close_codes() -> None:
             await ws.receive(timeout=0.05)
         await ws.send_text("bye")
         assert await ws.wait_closed() == 4000 and ws.close_reason == "asked to"
-        with pytest.raises(ConnectionError):
+        with pytest.raises(SocketClosed):
             await ws.receive()
 
 
@@ -86,7 +94,7 @@ async def test_channels_over_nucleus_v1() -> None:
         assert joined["type"] == "joined" and joined["offset"] == 0
         await server.hub.broadcast_to_room("chat", SocketMessage.json({"text": "hi"}))
         assert await ws.receive_data() == {"text": "hi"}
-        with pytest.raises(Exception, match="refused"):
+        with pytest.raises(ChannelError, match="refused"):
             await ws.subscribe("secret")
 
 

@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
-from .stream import SUBPROTOCOL, StreamError, StreamServer
+from .stream import SUBPROTOCOL, ChannelError, SocketClosed, StreamError, StreamServer
 
 __all__ = ["HandshakeRefused", "TestClient", "TestSocket", "nucleus_client"]
 
@@ -66,7 +66,8 @@ class TestSocket:
 
     Every ``receive_*`` waits at most ``timeout`` seconds (5 by default), then
     raises :class:`TimeoutError`; if the server closed the connection instead
-    of sending, it raises :class:`ConnectionError` with the close code. Leaving
+    of sending, it raises :class:`~nucleus.stream.SocketClosed` naming the close
+    code (also kept in :attr:`close_code`). Leaving
     ``async with`` closes the connection if the server has not.
     """
 
@@ -136,15 +137,15 @@ class TestSocket:
     # receiving
 
     async def receive(self, timeout: float = TIMEOUT) -> str | bytes:
-        """The next message (text or bytes); :class:`ConnectionError` if it closed instead."""
+        """The next message (text or bytes); :class:`SocketClosed` if it closed instead."""
         if self.close_code is not None:
-            raise ConnectionError(f"the connection is closed ({self.close_code})")
+            raise SocketClosed(f"the connection is closed ({self.close_code})")
         event = await self._next(timeout)
         if event["type"] == "websocket.send":
             text = event.get("text")
             return text if text is not None else bytes(event.get("bytes") or b"")
         self._closed(event)
-        raise ConnectionError(f"the server closed the connection ({self.close_code} "
+        raise SocketClosed(f"the server closed the connection ({self.close_code} "
                               f"{self.close_reason!r}) instead of sending")
 
     async def receive_text(self, timeout: float = TIMEOUT) -> str:
@@ -170,18 +171,19 @@ class TestSocket:
     async def subscribe(self, channel: str, timeout: float = TIMEOUT) -> dict[str, Any]:
         """
         Subscribe to ``channel`` (connections opened with ``protocol=True``):
-        return the ``joined`` frame; :class:`StreamError` if it was refused.
+        return the ``joined`` frame; :class:`~nucleus.stream.ChannelError` if it
+        was refused.
         Frames of other channels that arrive meanwhile are dropped.
         """
         if self.subprotocol != SUBPROTOCOL:
-            raise StreamError("subscribe() needs connect(..., protocol=True)")
+            raise ChannelError("subscribe() needs connect(..., protocol=True)")
         await self.send_json({"type": "sub", "channel": channel})
         while True:
             frame = await self.receive_json(timeout)
             if frame.get("channel") == channel and frame["type"] == "joined":
                 return dict(frame)
             if frame.get("channel") == channel and frame["type"] == "error":
-                raise StreamError(f"subscription to {channel!r} refused: {frame['message']}")
+                raise ChannelError(f"subscription to {channel!r} refused: {frame['message']}")
 
     async def receive_data(self, timeout: float = TIMEOUT) -> Any:
         """The data of the next ``pub`` or ``msg`` (``nucleus.v1``), skipping control frames."""
