@@ -35,6 +35,7 @@ from nucleus.stream import (
     ConfigError,
     EncodeError,
     MemoryBackend,
+    SocketClosed,
     SocketMessage,
     StreamError,
     StreamHandler,
@@ -323,7 +324,7 @@ async def check_ratelimit(guide: ModuleType) -> None:
         while True:
             try:
                 got = await ws.receive_text()
-            except ConnectionError:
+            except SocketClosed:
                 break
             if got.startswith("{"):
                 error = json.loads(got)
@@ -485,7 +486,7 @@ def test_every_snippet_is_run_and_checked() -> None:
     ("validation", "min_length=1", "min_length=0"),
 ])
 async def test_a_broken_snippet_fails_its_check(name: str, old: str, new: str) -> None:
-    with pytest.raises((AssertionError, TimeoutError, ConnectionError)):
+    with pytest.raises((AssertionError, TimeoutError, SocketClosed)):
         await CHECKS[name](load(name, replace=(old, new)))
 
 
