@@ -56,7 +56,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-# The whole Autobahn suite on both front doors (about 6 minutes of the run).
+# The whole Autobahn suite on both front doors, compression cases included: the
+# longest part of the run (14 and 11 min per door on a busy 2-core machine, docs/autobahn.md).
 unit: $(STAMP)
 	AUTOBAHN_FULL=1 $(PY) -m pytest
 
