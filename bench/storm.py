@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -320,6 +321,31 @@ def _server_figures(
     return figures
 
 
+_GC_LINE = re.compile(
+    r"^gc generation=(\d) ms=([\d.]+) collected=(\d+) at=([\d.]+)$", re.MULTILINE)
+
+
+def gc_pauses(logs: list[Path], t0: int, t_end: int) -> dict[str, Any]:
+    """The collections the servers logged (``storm_server.py``): every one, relative to the
+    disruption, and the sums over the storm."""
+    pauses = []
+    for log in logs:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        for generation, ms, collected, at in _GC_LINE.findall(text):
+            pauses.append([round(float(at) - t0 / 1e9, 3), int(generation), float(ms),
+                           int(collected)])
+    pauses.sort()
+    end = (t_end - t0) / 1e9
+    during = [p for p in pauses if 0 <= p[0] <= end]
+    return {
+        "pauses": pauses,
+        "storm_count": len(during),
+        "storm_total_ms": round(sum(p[2] for p in during), 1),
+        "storm_max_ms": max((p[2] for p in during), default=0.0),
+        "storm_full": sum(1 for p in during if p[1] == 2),
+    }
+
+
 def _relative(events: dict[str, int], t0: int) -> dict[str, float]:
     return {key.removesuffix("_ns") + "_s": round((value - t0) / 1e9, 3)
             for key, value in events.items() if value}
@@ -377,7 +403,9 @@ def run_scenario(
         hwm = _status_kib(server.pid, "VmHWM")
         if hwm is not None and (scenario == "restart" or extra.get("peak_reset")):
             figures["rss_hwm_kib"] = hwm  # since the cut, or since the restart
-        figures["log_tail"] = server.log_tail(5)
+        figures["gc"] = gc_pauses([p.log_path for p in watched], t0, t_end)
+        figures["log_tail"] = "\n".join(
+            line for line in server.log_tail(40).splitlines() if not line.startswith("gc "))
         result["server"] = figures
         result["harness"] = _relative(events, t0)
         if profiler is not None:

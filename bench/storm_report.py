@@ -64,8 +64,7 @@ def _rows() -> list[tuple[str, Callable[[str, Entry], str]]]:
     def rss(name: str, r: Entry) -> str:
         s = r.get("server", {})
         peak_kib = max(s.get("rss_peak_kib") or 0, s.get("rss_hwm_kib") or 0) or None
-        before = f"{_mib(s.get('rss_before_kib'))} -> " if name == "cut" else "new process: "
-        return before + _mib(peak_kib)
+        return f"{_mib(s.get('rss_before_kib'))} -> {_mib(peak_kib)}"
 
     def cpu(name: str, r: Entry) -> str:
         s = r.get("server", {})
@@ -77,6 +76,13 @@ def _rows() -> list[tuple[str, Callable[[str, Entry], str]]]:
     def waited(name: str, r: Entry) -> str:
         wait = r.get("server", {}).get("run_queue_wait_s")
         return "-" if wait is None else f"{wait:.2f} s"
+
+    def collections(name: str, r: Entry) -> str:
+        g = r.get("server", {}).get("gc")
+        if not g:
+            return "-"
+        return (f"{g['storm_count']} ({g['storm_full']} full): {g['storm_total_ms'] / 1000:.2f} s,"
+                f" max {g['storm_max_ms']:,.0f} ms")
 
     def joins(name: str, r: Entry) -> str:
         c = r.get("check", {})
@@ -110,9 +116,10 @@ def _rows() -> list[tuple[str, Callable[[str, Entry], str]]]:
         ("server unreachable", down),
         ("most upgrades in 100 ms", peak),
         ("connection attempts", attempts),
-        ("server RSS (before ->) peak", rss),
+        ("server RSS before -> peak", rss),
         ("server CPU during the storm", cpu),
         ("server waited for its core", waited),
+        ("GC pauses in the storm", collections),
         ("recovered / with a gap", joins),
         ("lost / duplicated / tail missing", losses),
         ("publish round trip, max", rtt),
@@ -173,7 +180,8 @@ def render_storm_chart(plan: Entry, results: dict[str, Entry], path: Path) -> No
                    label="clients back (%)")
         share.set_ylim(0, 105)
         share.set_ylabel("clients back, %")
-        marks = [("cut", 0.0)] if name == "cut" else [("SIGTERM", 0.0)]
+        marks = ([("cut", 0.0)] if name == "cut"
+                 else [("SIGTERM", r.get("harness", {}).get("sigterm_s", 0.0))])
         if name == "restart" and r.get("downtime_s") is not None:
             marks.append(("reachable", r["downtime_s"]))
         if r.get("since_disruption_s") is not None:
@@ -206,11 +214,19 @@ def render_storm_chart(plan: Entry, results: dict[str, Entry], path: Path) -> No
                   for v in (timeline["cpu_share"][i] for i in keep)],
                  color="C1", linewidth=0.8, label="server CPU, % of a core")
         cpu.set_ylim(0, 110)
+        for at, _, ms, _ in r.get("server", {}).get("gc", {}).get("pauses", []):
+            if -1.0 <= at <= end:  # logged when the collection ended
+                bottom.axvspan(at - ms / 1000, at, color="C3", alpha=0.3, linewidth=0)
         cpu.set_ylabel("server CPU, % of a core")
         lines = bottom.get_legend_handles_labels()
         more = cpu.get_legend_handles_labels()
-        bottom.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="lower right")
-        bottom.set_xlabel("seconds since " + ("the cut" if name == "cut" else "SIGTERM"))
+        from matplotlib.patches import Patch
+
+        gc_patch = Patch(color="C3", alpha=0.3, label="garbage collection (loop stopped)")
+        bottom.legend(lines[0] + more[0] + [gc_patch], lines[1] + more[1] + [gc_patch.get_label()],
+                      fontsize=8, loc="lower right")
+        bottom.set_xlabel("seconds since " + (
+            "the cut" if name == "cut" else "the server closed the first link"))
         bottom.set_xlim(-1.0, end)
         bottom.grid(alpha=0.3)
     fig.suptitle(

@@ -9,6 +9,11 @@ broadcast to room ``r`` as it came, and the reply is its offset, so the load
 generator knows every room's head. Blocks until SIGTERM, which closes every
 socket with 1001 (a restart: the memory backend's history goes with it).
 
+It also logs every full garbage collection, and any shorter one that took
+20 ms or more, one line each (``gc generation=2 ms=152.1 collected=41700
+at=<CLOCK_MONOTONIC s>``): a collection stops the event loop, and the harness
+puts these pauses on the storm's timeline.
+
 ``python storm_server.py --port P [--rooms R] [--history-size H] [--history-ttl S]``
 (``PYTHONPATH=src``; the harness sets it).
 """
@@ -16,8 +21,11 @@ socket with 1001 (a restart: the memory backend's history goes with it).
 from __future__ import annotations
 
 import argparse
+import gc
+import sys
+import time
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, TextIO
 
 from nucleus.stream import (
     HistoryPolicy,
@@ -53,6 +61,23 @@ class Publisher(StreamHandler):
         return await hub.broadcast_to_room(room, SocketMessage.Text(str(data)))
 
 
+def log_gc_pauses(out: TextIO, threshold: float = 0.02) -> None:
+    """Write a line for every full collection and every collection of ``threshold`` s or more."""
+    started = 0.0
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+            return
+        took = time.perf_counter() - started
+        if info["generation"] == 2 or took >= threshold:
+            print(f"gc generation={info['generation']} ms={took * 1000:.1f} "
+                  f"collected={info['collected']} at={time.monotonic():.6f}", file=out, flush=True)
+
+    gc.callbacks.append(callback)
+
+
 def describe() -> str:
     try:
         return f"nucleus {version('nucleus')}"
@@ -81,4 +106,5 @@ if __name__ == "__main__":
     args = parser.parse_args()
     subject = build_server(args.rooms, HistoryPolicy(args.history_size, args.history_ttl))
     print(f"{describe()}, backend memory, storm subject", flush=True)
+    log_gc_pauses(sys.stdout)
     subject.run(host="127.0.0.1", port=args.port)
