@@ -82,6 +82,10 @@
 #define PUB_MAX_IN_FLIGHT 65536
 #define REACH_EVERY_NS (10 * NS_PER_MS)
 #define PROGRESS_EVERY_NS NS_PER_S
+#define CLIENTS_PER_SOURCE 5000 /* see --sources */
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 enum scenario { SC_CUT, SC_RESTART };
@@ -124,6 +128,7 @@ static struct {
     double storm_timeout;
     double drain_timeout;
     double bucket_ms;
+    long sources;
     int cpu;
 } cfg = {
     .host = "127.0.0.1",
@@ -194,7 +199,7 @@ static void json_string(FILE *f, const char *s, size_t n) {
 }
 
 __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...) {
-    char msg[512];
+    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -631,12 +636,20 @@ static uint64_t reach_next;
 static bool reach_refused;
 static int reach_tag;
 
+/* Loopback source addresses, 127.0.0.1 and up. Linux picks a connect()'s
+ * port by scanning one parity of the ephemeral range first; once that half
+ * (about 14,000 ports) is connected to one destination, every connect() scans
+ * all of it, and the load generator crawls. Several source addresses keep
+ * each under that, as clients from many addresses would be. */
+static struct sockaddr_in *sources;
+static size_t n_sources;
+
 static uint32_t *series[N_SERIES];
 static size_t last_bucket;
 static uint64_t bucket_ns;
 
 static struct {
-    uint64_t setup_failures, steady_drops;
+    uint64_t setup_failures, setup_failure_kinds[N_FAILURES], steady_drops;
     /* from the disruption on */
     uint64_t dials, opened, failures[N_FAILURES], probes, probes_answered, dropped_after_open, final_closes;
     uint64_t recovered_true, recovered_false, fresh_joins, joins_old_epoch;
@@ -685,6 +698,18 @@ static void abort_fd(int fd) {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(fd); /* also removes it from the epoll set */
+}
+
+/* Bind `fd` to the source address of client `idx` (0: the publisher, probes);
+ * the port is still chosen by connect(), for the whole 4-tuple. */
+static void bind_source(int fd, size_t idx) {
+    if (n_sources < 2)
+        return;
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    const struct sockaddr_in *src = &sources[idx % n_sources];
+    if (bind(fd, (const struct sockaddr *)src, sizeof *src) < 0)
+        die("bind to source address %s: %s", inet_ntoa(src->sin_addr), strerror(errno));
 }
 
 static void conn_release(struct client *c) {
@@ -837,6 +862,7 @@ static void dial(struct client *c, uint64_t now) {
         die("socket: %s (raise RLIMIT_NOFILE?)", strerror(errno));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    bind_source(fd, c->is_pub ? 0 : (size_t)(c - clients));
     c->fd = fd;
     c->state = C_CONNECTING;
     c->opened = c->close_sent = c->probe_connected = false;
@@ -879,6 +905,7 @@ static void start_probe(struct client *c, uint64_t now) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         die("socket: %s (raise RLIMIT_NOFILE?)", strerror(errno));
+    bind_source(fd, (size_t)(c - clients));
     c->fd = fd;
     c->state = C_PROBING;
     c->probe_connected = false;
@@ -924,8 +951,10 @@ static void fail_before_open(struct client *c, uint64_t now, enum failure kind) 
         retry(c, now, -1);
         return;
     }
-    if (phase == P_SETUP)
+    if (phase == P_SETUP) {
         st.setup_failures++;
+        st.setup_failure_kinds[kind]++;
+    }
     if (in_storm())
         st.failures[kind]++;
     count_series(S_FAILED, now);
@@ -1461,6 +1490,9 @@ static void on_timer(struct client *c, uint64_t now) {
         if (in_storm() && !c->is_pub) {
             st.failures[F_TIMEOUT]++;
             count_series(S_FAILED, now);
+        } else if (phase == P_SETUP && !c->is_pub) {
+            st.setup_failures++;
+            st.setup_failure_kinds[F_TIMEOUT]++;
         }
         conn_release(c);
         retry(c, now, -1);
@@ -1521,6 +1553,7 @@ static void reach_poll(uint64_t now) {
     reach_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (reach_fd < 0)
         die("socket: %s", strerror(errno));
+    bind_source(reach_fd, 0);
     if (connect(reach_fd, (struct sockaddr *)&cfg.addr, sizeof cfg.addr) == 0) {
         reach_close(now, true);
         return;
@@ -1609,7 +1642,18 @@ static void tick(uint64_t now) {
             t_ready = now;
             set_phase(P_STEADY, now);
         } else if (now - t_begin > secs_to_ns(cfg.setup_timeout)) {
-            die("setup timed out: %zu of %zu clients joined", n_setup_joined, n_clients);
+            size_t states[C_FINAL + 1] = {0};
+            for (size_t i = 0; i < launched; i++)
+                states[clients[i].state]++;
+            die("setup timed out: %zu of %zu clients joined; of those launched: %zu waiting to redial, "
+                "%zu connecting, %zu upgrading, %zu waiting for joined, %zu probing, %zu closed for good; "
+                "%" PRIu64 " handshakes failed (refused %" PRIu64 ", reset %" PRIu64 ", timeout %" PRIu64
+                ", http %" PRIu64 ", other %" PRIu64 "); publisher %s",
+                n_setup_joined, n_clients, states[C_IDLE] + states[C_CLOSING], states[C_CONNECTING],
+                states[C_UPGRADING], states[C_JOINING], states[C_PROBING], states[C_FINAL], st.setup_failures,
+                st.setup_failure_kinds[F_REFUSED], st.setup_failure_kinds[F_RESET],
+                st.setup_failure_kinds[F_TIMEOUT], st.setup_failure_kinds[F_HTTP], st.setup_failure_kinds[F_OTHER],
+                pub->state == C_LIVE ? "connected" : "not connected");
         }
         break;
     }
@@ -1740,8 +1784,8 @@ static void print_report(void) {
                "\"connect_timeout_ms\":%.0f,\"probe\":%s}",
             cfg.min_delay_ms, cfg.max_delay_ms, cfg.stable_after_ms, cfg.connect_timeout_ms,
             cfg.probe ? "true" : "false");
-    fprintf(f, ",\"setup_s\":%.3f,\"setup_failures\":%" PRIu64, t_ready ? ns_to_s(t_ready - t_begin) : 0.0,
-            st.setup_failures);
+    fprintf(f, ",\"source_addresses\":%zu,\"setup_s\":%.3f,\"setup_failures\":%" PRIu64, n_sources ? n_sources : 1,
+            t_ready ? ns_to_s(t_ready - t_begin) : 0.0, st.setup_failures);
     fprintf(f, ",\"t_disrupted_ns\":%" PRIu64 ",\"t_reference_ns\":%" PRIu64, t_storm, ref);
     if (cfg.scenario == SC_RESTART) {
         fprintf(f, ",\"reachable_from\":\"%s\",\"downtime_s\":%.3f", reachable_from,
@@ -1820,6 +1864,8 @@ static void usage(FILE *f) {
             "  --storm-timeout S        give up waiting for clients to come back (120)\n"
             "  --drain-timeout S        wait at most S for the tail (15)\n"
             "  --bucket-ms MS           width of the per-bucket series (100)\n"
+            "  --sources K              loopback source addresses 127.0.0.1 and up, clients spread\n"
+            "                           over them (one per 5000 clients; only with a 127.x host)\n"
             "  --cpu N                  pin this process to CPU N\n");
 }
 
@@ -1856,6 +1902,7 @@ static void parse_args(int argc, char **argv) {
         {"storm-timeout", required_argument, 0, 'T'},
         {"drain-timeout", required_argument, 0, 'D'},
         {"bucket-ms", required_argument, 0, 'B'},
+        {"sources", required_argument, 0, 'A'},
         {"cpu", required_argument, 0, 'C'},
         {0, 0, 0, 0},
     };
@@ -1905,6 +1952,7 @@ static void parse_args(int argc, char **argv) {
         case 'T': cfg.storm_timeout = parse_num(name, optarg, 0.1, 86400); break;
         case 'D': cfg.drain_timeout = parse_num(name, optarg, 0, 86400); break;
         case 'B': cfg.bucket_ms = parse_num(name, optarg, 1, 60000); break;
+        case 'A': cfg.sources = (long)parse_num(name, optarg, 1, 250); break;
         case 'C': cfg.cpu = (int)parse_num(name, optarg, 0, 4095); break;
         default:
             usage(stderr);
@@ -1955,6 +2003,16 @@ int main(int argc, char **argv) {
 
     n_clients = (size_t)cfg.clients;
     raise_nofile(n_clients + 32);
+    if ((ntohl(cfg.addr.sin_addr.s_addr) >> 24) == 127) {
+        n_sources = cfg.sources ? (size_t)cfg.sources : (n_clients + CLIENTS_PER_SOURCE - 1) / CLIENTS_PER_SOURCE;
+        sources = calloc(n_sources, sizeof *sources);
+        if (!sources)
+            die("out of memory");
+        for (size_t j = 0; j < n_sources; j++) {
+            sources[j].sin_family = AF_INET;
+            sources[j].sin_addr.s_addr = htonl((127u << 24) + 1 + (uint32_t)j);
+        }
+    }
     clients = calloc(n_clients + 1, sizeof *clients);
     rooms = calloc((size_t)cfg.rooms, sizeof *rooms);
     fifo = calloc(PUB_MAX_IN_FLIGHT, sizeof *fifo);
