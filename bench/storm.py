@@ -67,6 +67,7 @@ _SRC = os.environ.get("BENCH_NUCLEUS_SRC", str(REPO / "src"))
 _FD_HEADROOM = 100
 _SAMPLE_EVERY = 0.02
 _QUIET = 0.1
+_NOTE_EVERY = 10.0  # seconds between progress lines in a log (not a terminal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -388,8 +389,13 @@ def run_scenario(
             if profiler is not None:
                 profiler.start(second.pid)
 
+        noted = [time.monotonic()]
+
         def on_progress(text: str) -> None:
             progress.detail(text)
+            if not sys.stderr.isatty() and time.monotonic() - noted[0] >= _NOTE_EVERY:
+                noted[0] = time.monotonic()
+                progress.note(f"  {scenario}: {text}")
             if profiler is not None and text.startswith("after"):
                 profiler.stop()  # the storm is over: profile it alone
 

@@ -137,13 +137,15 @@ def render_storm_table(plan: Entry, results: dict[str, Entry]) -> str:
         "",
         " " * _WIDTH + "".join(f"{TITLES.get(name, name):>{_WIDTH}}" for name in results),
     ]
-    for label, cell in _rows():
+    for i, (label, cell) in enumerate(_rows()):
         row = f"{label:<{_WIDTH}}"
         for name, result in results.items():
-            text = f"error: {result['error']}"[: _WIDTH - 2] if "error" in result else cell(
-                name, result)
-            row += f"{text:>{_WIDTH}}"
+            failed = "error (below)" if i == 0 else "-"
+            row += f"{failed if 'error' in result else cell(name, result):>{_WIDTH}}"
         lines.append(row)
+    for name, result in results.items():
+        if "error" in result:
+            lines += ["", f"{TITLES.get(name, name)}: error: {result['error']}"]
     return "\n".join(lines)
 
 
