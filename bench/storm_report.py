@@ -81,8 +81,8 @@ def _rows() -> list[tuple[str, Callable[[str, Entry], str]]]:
         g = r.get("server", {}).get("gc")
         if not g:
             return "-"
-        return (f"{g['storm_count']} ({g['storm_full']} full): {g['storm_total_ms'] / 1000:.2f} s,"
-                f" max {g['storm_max_ms']:,.0f} ms")
+        return (f"{g['storm_count']} ({g['storm_full']} full) {g['storm_total_ms'] / 1000:.1f} s,"
+                f" max {g['storm_max_ms'] / 1000:.2f} s")
 
     def joins(name: str, r: Entry) -> str:
         c = r.get("check", {})
@@ -170,9 +170,19 @@ def render_storm_chart(plan: Entry, results: dict[str, Entry], path: Path) -> No
         top.bar(xs, series["opened"], width=width, align="edge", color="C0",
                 label="connections completed (101) per 100 ms")
         failed = series.get("failed", [])
+        # The scale is the completions'; failures above it are clipped and labelled.
+        ceiling = 1.3 * max(series["opened"] or [1])
         if any(failed):
-            top.bar(xs[: len(failed)], failed, width=width, align="edge", color="C3", alpha=0.6,
-                    label="attempts failed per 100 ms")
+            top.bar(xs[: len(failed)], [min(f, ceiling) for f in failed], width=width,
+                    align="edge", color="C3", alpha=0.6, label="attempts failed per 100 ms")
+            clipped = sorted(((f, i) for i, f in enumerate(failed) if f > ceiling), reverse=True)
+            labelled: list[int] = []
+            for count, i in clipped:
+                if all(abs(i - j) > 100 for j in labelled) and len(labelled) < 3:
+                    labelled.append(i)
+                    top.annotate(f"{count:,} failed", (xs[i], ceiling), xytext=(2, -10),
+                                 textcoords="offset points", fontsize=7, color="C3")
+        top.set_ylim(0, ceiling)
         share = top.twinx()
         total, back = 0, []
         for count in series["back"]:
@@ -190,8 +200,8 @@ def render_storm_chart(plan: Entry, results: dict[str, Entry], path: Path) -> No
             marks.append(("all back", r["since_disruption_s"]))
         for label, x in marks:
             top.axvline(x, color="grey", linestyle="--", linewidth=0.8)
-            top.annotate(label, (x, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                         textcoords="offset points", fontsize=8, color="grey")
+            top.annotate(label, (x, 0), xycoords=("data", "axes fraction"), xytext=(3, 3),
+                         textcoords="offset points", fontsize=8, color="grey", rotation=90)
         headline = (f"all back {r['all_back_s']:.2f} s after "
                     f"{'the cut' if name == 'cut' else 'the server was reachable'}"
                     if r.get("all_back_s") is not None else f"{r.get('left_behind')} left behind")
@@ -199,7 +209,7 @@ def render_storm_chart(plan: Entry, results: dict[str, Entry], path: Path) -> No
         top.set_ylabel("per 100 ms")
         handles = top.get_legend_handles_labels()
         extra = share.get_legend_handles_labels()
-        top.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8, loc="upper right")
+        top.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8, loc="center right")
         top.grid(axis="y", alpha=0.3)
 
         timeline = r.get("server", {}).get("timeline", {})
