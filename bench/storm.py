@@ -305,18 +305,22 @@ def _server_figures(
         # Time it was ready to run but another process had its core.
         figures["run_queue_wait_s"] = round(
             during[-1].wait_s - (start.wait_s if start else 0.0), 3)
-    timeline: dict[str, list[float]] = {"t_s": [], "rss_mib": [], "cpu_share": []}
+    timeline: dict[str, list[float]] = {"t_s": [], "rss_mib": [], "cpu_share": [],
+                                        "wait_share": []}
     last: Sample | None = None
     for sample in samples:
         if last is not None and sample.t_ns - last.t_ns < 100_000_000:
             continue
         if last is not None and sample.pid == last.pid:
-            share = (sample.run_s - last.run_s) / ((sample.t_ns - last.t_ns) / 1e9)
+            seconds = (sample.t_ns - last.t_ns) / 1e9
+            share = (sample.run_s - last.run_s) / seconds
+            wait = (sample.wait_s - last.wait_s) / seconds
         else:
-            share = float("nan")
+            share = wait = float("nan")
         timeline["t_s"].append(round((sample.t_ns - t0) / 1e9, 3))
         timeline["rss_mib"].append(round(sample.rss_kib / 1024, 2))
         timeline["cpu_share"].append(round(share, 3))
+        timeline["wait_share"].append(round(wait, 3))
         last = sample
     figures["timeline"] = timeline
     return figures
@@ -362,7 +366,7 @@ def run_scenario(
     extra: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         first = stack.enter_context(ServerProcess(
-            _spec(plan, "nucleus-storm"), cpus={plan.server_cpu}, redis_url="",
+            _spec(plan, f"nucleus-storm-{scenario}"), cpus={plan.server_cpu}, redis_url="",
             stop_timeout=plan.stop_timeout))
         watched = [first]
         sampler = stack.enter_context(ServerSampler(first.pid))
@@ -381,7 +385,7 @@ def run_scenario(
             first.stop()
             events["exited_ns"] = time.monotonic_ns()
             second = stack.enter_context(ServerProcess(
-                _spec(plan, "nucleus-storm-restarted"), cpus={plan.server_cpu}, redis_url="",
+                _spec(plan, f"nucleus-storm-{scenario}-2"), cpus={plan.server_cpu}, redis_url="",
                 stop_timeout=plan.stop_timeout, port=first.port))
             events["listening_ns"] = time.monotonic_ns()
             watched.append(second)

@@ -225,6 +225,12 @@ def render_storm_chart(plan: Entry, results: dict[str, Entry], path: Path) -> No
                  [100 * v if not math.isnan(v) else float("nan")
                   for v in (timeline["cpu_share"][i] for i in keep)],
                  color="C1", linewidth=0.8, label="server CPU, % of a core")
+        if "wait_share" in timeline:  # ready to run, but another process had the core
+            cpu.plot([ts[i] for i in keep],
+                     [100 * v if not math.isnan(v) else float("nan")
+                      for v in (timeline["wait_share"][i] for i in keep)],
+                     color="grey", linewidth=0.6, linestyle=":",
+                     label="server waiting for its core, %")
         cpu.set_ylim(0, 110)
         for at, _, ms, _ in r.get("server", {}).get("gc", {}).get("pauses", []):
             if -1.0 <= at <= end:  # logged when the collection ended
