@@ -29,10 +29,11 @@ Result = dict[str, Any]
 """One load generator report, as documented in ``bench/README.md``."""
 
 
-def build(cc: str | None = None) -> Path:
-    """Compile ``loadgen.c`` unless the binary is newer; return the binary's path."""
-    binary = BUILD_DIR / "loadgen"
-    if binary.exists() and binary.stat().st_mtime >= SOURCE.stat().st_mtime:
+def build(cc: str | None = None, source: Path = SOURCE) -> Path:
+    """Compile ``source`` (``loadgen.c``; ``storm.c`` for ``bench.storm``) unless the
+    binary is newer; return the binary's path."""
+    binary = BUILD_DIR / source.stem
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
         return binary
     BUILD_DIR.mkdir(exist_ok=True)
     argv = [
@@ -42,7 +43,7 @@ def build(cc: str | None = None) -> Path:
         "-Wextra",
         "-o",
         str(binary),
-        str(SOURCE),
+        str(source),
     ]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, check=False)

@@ -266,7 +266,8 @@ _prefixes = itertools.count(1)
 
 
 class ServerProcess:
-    """One server process pinned to ``cpus``, listening on a fresh port; a context manager.
+    """One server process pinned to ``cpus``, listening on a fresh port (or on ``port``,
+    to restart a server where its clients will look for it); a context manager.
 
     Entering starts it and waits until its port accepts connections (raising
     :class:`ServerUnavailable` with the end of its log if it exits or never
@@ -282,9 +283,11 @@ class ServerProcess:
         redis_url: str,
         startup_timeout: float = 30.0,
         stop_timeout: float = 5.0,
+        port: int = 0,
     ) -> None:
         self.spec = spec
         self.port = 0
+        self._fixed_port = port
         self.version = ""
         self._cpus = cpus
         self._redis_url = redis_url
@@ -331,7 +334,7 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = self._fixed_port or free_port()
         if self.spec.redis:
             self._claim_redis()
         url, prefix = self._redis_url, self.redis_prefix or ""
