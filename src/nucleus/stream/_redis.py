@@ -2,10 +2,11 @@
 ``RedisBackend``: every hub operation across processes and machines, on Redis.
 
 Each hub operation is one Lua script (one round trip, atomic; see
-:mod:`._redis_lua` for the keys). Each node holds one pub/sub connection with
-one subscription per active room plus one for itself; fan-out to a room's
-members stays local, so Redis carries one message per broadcast per node,
-never one per member.
+:mod:`._redis_lua` for the keys). Calls share one pipelined connection
+(:mod:`._redis_pipe`): those made in one loop turn go to Redis in one write.
+Each node holds one pub/sub connection with one subscription per active room
+plus one for itself; fan-out to a room's members stays local, so Redis
+carries one message per broadcast per node, never one per member.
 
 Exactness: rooms are numbered in Redis, and a :class:`RoomFeed` per room
 checks that every publication arrives once and in order; a hole (a dropped
@@ -23,6 +24,7 @@ every room. An outage and its end are logged once each.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Collection
@@ -34,7 +36,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from . import _redis_lua as lua
 from ._backend import Backend, Delivery
@@ -42,6 +44,7 @@ from ._errors import BackendError, BackendUnavailable, ConfigError, SocketNotFou
 from ._feed import Arrival, FeedVerdict, RoomFeed
 from ._history import HistoryPolicy, Publication, Recovery, new_epoch
 from ._message import Binary, SocketMessage, Text
+from ._redis_pipe import CommandPipe
 from ._tasks import TaskOwner
 
 __all__ = ["RedisBackend"]
@@ -112,6 +115,7 @@ class RedisBackend(Backend):
         self.node_id = new_epoch() + new_epoch()
         self._max_connections = max_connections
         self._client: aioredis.Redis | None = None
+        self._pipe: CommandPipe | None = None  # every call but re-registering's
         self._delivery: Delivery | None = None
         self._tasks = TaskOwner()
         self._closing = False
@@ -159,9 +163,13 @@ class RedisBackend(Backend):
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL {self.url!r}: {exc}") from None
         self._client = aioredis.Redis.from_pool(pool)  # owns it: aclose() closes it
+        self._pipe = CommandPipe(pool.make_connection, self.timeout)
         self._scripts = {
             name: self._client.register_script(getattr(lua, name))
             for name in lua.__all__
+        }
+        self._shas = {
+            name: hashlib.sha1(getattr(lua, name).encode()).hexdigest() for name in lua.__all__
         }
         await self._heartbeat()
         loop = asyncio.get_running_loop()
@@ -181,6 +189,9 @@ class RedisBackend(Backend):
                 await self._call("LEAVE", self.node_id)
             except BackendError as exc:
                 logger.warning("could not unregister node %s: %s", self.node_id, exc)
+            if self._pipe is not None:
+                await self._pipe.aclose()
+                self._pipe = None
             await self._client.aclose()
             self._client = None
         self._conn = None
@@ -194,23 +205,30 @@ class RedisBackend(Backend):
     # calls
 
     async def _call(self, script: str, *args: Any) -> Any:
-        if self._client is None:
+        if self._pipe is None:
             raise BackendUnavailable("the Redis backend is not started")
-        return await self._guarded(script, self._scripts[script](args=[self.prefix, *args]))
+        return await self._guarded(script, self._eval(self._pipe, script, self.prefix, *args))
+
+    async def _eval(self, pipe: CommandPipe, script: str, *args: Any) -> Any:
+        try:
+            return await pipe.execute("EVALSHA", self._shas[script], 0, *args)
+        except NoScriptError:  # a restarted (or flushed) Redis: EVAL caches it again
+            return await pipe.execute("EVAL", getattr(lua, script), 0, *args)
 
     async def _command(self, *args: Any) -> Any:
-        if self._client is None:
+        if self._pipe is None:
             raise BackendUnavailable("the Redis backend is not started")
-        command = self._client.execute_command(*args)  # type: ignore[no-untyped-call]
-        return await self._guarded(str(args[0]), command)
+        return await self._guarded(str(args[0]), self._pipe.execute(*args))
 
     async def _guarded(self, name: str, call: Awaitable[Any]) -> Any:
-        """Await ``call`` within ``timeout``, translating Redis failures to BackendError."""
+        """
+        Await ``call`` (which the pipe bounds by ``timeout``), translating
+        Redis failures to BackendError.
+        """
         loop = asyncio.get_running_loop()
         began, failed = loop.time(), True
         try:
-            async with asyncio.timeout(self.timeout):
-                result = await call
+            result = await call
             failed = False
         except ResponseError as exc:
             raise BackendError(f"Redis refused {name}: {exc}") from exc
