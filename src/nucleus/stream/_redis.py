@@ -6,7 +6,10 @@ Each hub operation is one Lua script (one round trip, atomic; see
 (:mod:`._redis_pipe`): those made in one loop turn go to Redis in one write.
 Each node holds one pub/sub connection with one subscription per active room
 plus one for itself; fan-out to a room's members stays local, so Redis
-carries one message per broadcast per node, never one per member.
+carries one message per broadcast per node, never one per member. What the
+link delivers while this node's own publishes are in flight is handed to the
+hub in batches (:mod:`._coalesce`), so that one socket write carries many
+messages.
 
 Exactness: rooms are numbered in Redis, and a :class:`RoomFeed` per room
 checks that every publication arrives once and in order; a hole (a dropped
@@ -40,6 +43,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from . import _redis_lua as lua
 from ._backend import Backend, Delivery
+from ._coalesce import Coalescer
 from ._errors import BackendError, BackendUnavailable, ConfigError, SocketNotFound
 from ._feed import Arrival, FeedVerdict, RoomFeed
 from ._history import HistoryPolicy, Publication, Recovery, new_epoch
@@ -84,6 +88,10 @@ class RedisBackend(Backend):
       is unhealthy after three silent intervals.
     - ``meta_ttl``: how long a room's epoch and offset outlive its last
       publication or recovery (1 day); after it, the room starts a new epoch.
+    - ``batch_window``: while this node's own publishes are in flight, what
+      Redis delivers is held and fanned out together once they are answered,
+      at most this many seconds after it arrived (0.005; 0 holds nothing).
+      One socket write then carries many messages, as with the memory backend.
     """
 
     def __init__(
@@ -97,6 +105,7 @@ class RedisBackend(Backend):
         probe_interval: float = 2.0,
         meta_ttl: float = 86400.0,
         max_connections: int = 32,
+        batch_window: float = 0.005,
     ) -> None:
         super().__init__(history)
         if not prefix or any(c in prefix for c in " {}"):
@@ -105,6 +114,8 @@ class RedisBackend(Backend):
         if not (timeout > 0 and probe_interval > 0 and presence_timeout > 2 * probe_interval):
             raise ConfigError("timeout and probe_interval must be positive, and "
                               "presence_timeout more than twice probe_interval")
+        if not 0 <= batch_window < timeout:
+            raise ConfigError("batch_window must be at least 0 and less than timeout")
         self.url = url
         self._shown_url = _without_password(url)
         self.prefix = prefix
@@ -112,6 +123,7 @@ class RedisBackend(Backend):
         self.presence_timeout = presence_timeout
         self.probe_interval = probe_interval
         self.meta_ttl = meta_ttl
+        self.batch_window = batch_window
         self.node_id = new_epoch() + new_epoch()
         self._max_connections = max_connections
         self._client: aioredis.Redis | None = None
@@ -131,6 +143,7 @@ class RedisBackend(Backend):
         self._feeds: dict[str, RoomFeed] = {}
         self._policies: dict[str, HistoryPolicy] = {}
         self._rooms_by_channel: dict[bytes, str] = {}
+        self._arrivals: Coalescer[Any] | None = None  # what the link read, batched
         self._linked_before = False
         self._reconnected = False  # this link replaces a lost one: repair every room
         # health
@@ -173,6 +186,7 @@ class RedisBackend(Backend):
         }
         await self._heartbeat()
         loop = asyncio.get_running_loop()
+        self._arrivals = Coalescer(self._on_reply, self.batch_window, loop)
         self._probe_seen = loop.time()
         ready = self._subscribe(self._node_channel)
         self._tasks.spawn(self._run_link(), name="redis link")
@@ -184,6 +198,8 @@ class RedisBackend(Backend):
             return
         self._closing = True
         await self._tasks.cancel_all()
+        if self._arrivals is not None:
+            self._arrivals.release()  # read before the close: handed on, not lost
         if self._client is not None:
             try:
                 await self._call("LEAVE", self.node_id)
@@ -283,10 +299,21 @@ class RedisBackend(Backend):
     ) -> int:
         body = _encode((event, *_pack(message)))
         excluded = _encode(sorted(exclude)) if exclude else b""
-        _, offset = await self._call(
+        _, offset = await self._echoed(self._call(
             "PUBLISH", room, body, excluded, policy.size, self._ttl_ms(policy),
-            self._meta_ms(policy), new_epoch())
+            self._meta_ms(policy), new_epoch()))
         return int(offset)
+
+    async def _echoed(self, call: Awaitable[Any]) -> Any:
+        """A call whose effect comes back on the link: arrivals are batched meanwhile."""
+        arrivals = self._arrivals
+        if arrivals is None:
+            return await call
+        arrivals.begin()
+        try:
+            return await call
+        finally:
+            arrivals.end()
 
     async def recover(
         self, room: str, epoch: str | None, offset: int | None, policy: HistoryPolicy
@@ -377,7 +404,8 @@ class RedisBackend(Backend):
     # sockets and users anywhere
 
     async def publish_user(self, user_id: str, message: SocketMessage) -> None:
-        await self._call("SEND_USER", user_id, _encode(("u", user_id, *_pack(message))), "")
+        await self._echoed(self._call(
+            "SEND_USER", user_id, _encode(("u", user_id, *_pack(message))), ""))
 
     async def send_to_socket(self, socket_id: str, message: SocketMessage) -> None:
         payload = _encode(("s", socket_id, *_pack(message)))
@@ -454,7 +482,8 @@ class RedisBackend(Backend):
 
     async def _run_link(self) -> None:
         backoff = 0.05
-        assert self._client is not None
+        arrivals = self._arrivals
+        assert self._client is not None and arrivals is not None
         while not self._closing:
             conn = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
             try:
@@ -467,7 +496,7 @@ class RedisBackend(Backend):
                     reply = await conn.read_response(timeout=silence)
                     if reply is None:  # redis-py's answer to a read timeout
                         raise TimeoutError(f"no probe came back within {silence}s")
-                    self._on_reply(reply)
+                    arrivals.arrived(reply)
             except asyncio.CancelledError:
                 raise
             except _LINK_ERRORS as exc:
@@ -476,6 +505,7 @@ class RedisBackend(Backend):
                 # Never let a bug end this node's deliveries for good: reconnect.
                 logger.exception("the Redis pub/sub link failed; reconnecting")
             finally:
+                arrivals.release()  # what this link read comes before the next link's
                 self._conn = None
                 self._link_up = False
                 await self._quietly_disconnect(conn)
