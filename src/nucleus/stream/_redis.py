@@ -386,6 +386,8 @@ class RedisBackend(Backend):
         return future
 
     async def _wait(self, ready: asyncio.Future[None]) -> None:
+        if ready.done() and not ready.cancelled():
+            return  # already subscribed: most joins
         try:
             async with asyncio.timeout(self.timeout):
                 await asyncio.shield(ready)
