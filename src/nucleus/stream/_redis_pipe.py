@@ -83,6 +83,9 @@ class CommandPipe:
             except _LINK_ERRORS as exc:
                 await self._lose(conn, exc)
                 raise
+            except BaseException:
+                call.future.cancel()  # nobody will read its reply (redis-py disconnects)
+                raise
         else:
             self._queue.append(call)
             self._wake.set()
