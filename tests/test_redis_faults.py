@@ -71,10 +71,10 @@ async def via_proxy_to_shared_redis(cluster: Cluster, **options: Any) -> tuple[N
 def test_a_redis_url_carries_the_backend_options() -> None:
     backend = backend_from_url(
         "redis://:secret@127.0.0.1:6379/3?prefix=app1&presence_timeout=4&probe_interval=0.5"
-        "&timeout=2&socket_keepalive=true")
+        "&timeout=2&batch_window=0&socket_keepalive=true")
     assert isinstance(backend, RedisBackend)
-    assert (backend.prefix, backend.presence_timeout, backend.probe_interval, backend.timeout) \
-        == ("app1", 4.0, 0.5, 2.0)
+    assert (backend.prefix, backend.presence_timeout, backend.probe_interval, backend.timeout,
+            backend.batch_window) == ("app1", 4.0, 0.5, 2.0, 0.0)
     # The rest is the Redis client's; the password never shows.
     assert backend.url == "redis://:secret@127.0.0.1:6379/3?socket_keepalive=true"
     assert "secret" not in repr(backend)
@@ -83,7 +83,8 @@ def test_a_redis_url_carries_the_backend_options() -> None:
     assert (unix.url, unix.prefix) == ("unix:///run/redis.sock?db=2", "x")
 
 
-@pytest.mark.parametrize("query", ["timeout=soon", "presence_timeout=0.1", "prefix="])
+@pytest.mark.parametrize(
+    "query", ["timeout=soon", "presence_timeout=0.1", "prefix=", "batch_window=-1"])
 def test_a_bad_option_in_the_url_is_refused_clearly(query: str) -> None:
     with pytest.raises(ConfigError):
         backend_from_url(f"redis://127.0.0.1:6379/0?{query}")

@@ -432,6 +432,7 @@ def _not_found(socket_id: str) -> SocketNotFound:
 #: ``$NUCLEUS_BACKEND`` alone configures a node: ``redis://h:6379/0?prefix=app&timeout=2``.
 REDIS_URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "prefix": str, "timeout": float, "presence_timeout": float, "probe_interval": float,
+    "batch_window": float,
 }
 
 
@@ -459,9 +460,9 @@ def backend_from_url(url: str | None = None) -> Backend:
     The backend a URL names: ``memory://`` (the default) or ``redis://host:port/db``
     (also ``rediss://`` and ``unix://``). Without ``url``, ``$NUCLEUS_BACKEND``.
 
-    A Redis URL may set ``prefix``, ``timeout``, ``presence_timeout`` and
-    ``probe_interval`` of the :class:`RedisBackend` as query parameters; the
-    other parameters go to the Redis client.
+    A Redis URL may set ``prefix``, ``timeout``, ``presence_timeout``,
+    ``probe_interval`` and ``batch_window`` of the :class:`RedisBackend` as
+    query parameters; the other parameters go to the Redis client.
     """
     spec = (url if url is not None else os.environ.get(BACKEND_ENV, "")).strip()
     if spec in ("", "memory", "memory://"):

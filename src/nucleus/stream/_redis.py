@@ -2,10 +2,14 @@
 ``RedisBackend``: every hub operation across processes and machines, on Redis.
 
 Each hub operation is one Lua script (one round trip, atomic; see
-:mod:`._redis_lua` for the keys). Each node holds one pub/sub connection with
-one subscription per active room plus one for itself; fan-out to a room's
-members stays local, so Redis carries one message per broadcast per node,
-never one per member.
+:mod:`._redis_lua` for the keys). Calls share one pipelined connection
+(:mod:`._redis_pipe`): those made in one loop turn go to Redis in one write.
+Each node holds one pub/sub connection with one subscription per active room
+plus one for itself; fan-out to a room's members stays local, so Redis
+carries one message per broadcast per node, never one per member. What the
+link delivers while this node's own publishes are in flight is handed to the
+hub in batches (:mod:`._coalesce`), so that one socket write carries many
+messages.
 
 Exactness: rooms are numbered in Redis, and a :class:`RoomFeed` per room
 checks that every publication arrives once and in order; a hole (a dropped
@@ -23,6 +27,7 @@ every room. An outage and its end are logged once each.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Collection
@@ -34,14 +39,16 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from . import _redis_lua as lua
 from ._backend import Backend, Delivery
+from ._coalesce import Coalescer
 from ._errors import BackendError, BackendUnavailable, ConfigError, SocketNotFound
 from ._feed import Arrival, FeedVerdict, RoomFeed
 from ._history import HistoryPolicy, Publication, Recovery, new_epoch
 from ._message import Binary, SocketMessage, Text
+from ._redis_pipe import CommandPipe
 from ._tasks import TaskOwner
 
 __all__ = ["RedisBackend"]
@@ -81,6 +88,12 @@ class RedisBackend(Backend):
       is unhealthy after three silent intervals.
     - ``meta_ttl``: how long a room's epoch and offset outlive its last
       publication or recovery (1 day); after it, the room starts a new epoch.
+    - ``batch_window``: while this node's own publishes are in flight, what
+      Redis delivers is held and fanned out together once they are answered,
+      at most this many seconds after it arrived (0.01; 0 holds nothing).
+      One socket write then carries many messages, as with the memory backend;
+      a publisher's queued messages take a round trip each, so a shorter
+      window cuts the batch short.
     """
 
     def __init__(
@@ -94,6 +107,7 @@ class RedisBackend(Backend):
         probe_interval: float = 2.0,
         meta_ttl: float = 86400.0,
         max_connections: int = 32,
+        batch_window: float = 0.01,
     ) -> None:
         super().__init__(history)
         if not prefix or any(c in prefix for c in " {}"):
@@ -102,6 +116,8 @@ class RedisBackend(Backend):
         if not (timeout > 0 and probe_interval > 0 and presence_timeout > 2 * probe_interval):
             raise ConfigError("timeout and probe_interval must be positive, and "
                               "presence_timeout more than twice probe_interval")
+        if not 0 <= batch_window < timeout:
+            raise ConfigError("batch_window must be at least 0 and less than timeout")
         self.url = url
         self._shown_url = _without_password(url)
         self.prefix = prefix
@@ -109,9 +125,11 @@ class RedisBackend(Backend):
         self.presence_timeout = presence_timeout
         self.probe_interval = probe_interval
         self.meta_ttl = meta_ttl
+        self.batch_window = batch_window
         self.node_id = new_epoch() + new_epoch()
         self._max_connections = max_connections
         self._client: aioredis.Redis | None = None
+        self._pipe: CommandPipe | None = None  # every call but re-registering's
         self._delivery: Delivery | None = None
         self._tasks = TaskOwner()
         self._closing = False
@@ -127,6 +145,7 @@ class RedisBackend(Backend):
         self._feeds: dict[str, RoomFeed] = {}
         self._policies: dict[str, HistoryPolicy] = {}
         self._rooms_by_channel: dict[bytes, str] = {}
+        self._arrivals: Coalescer[Any] | None = None  # what the link read, batched
         self._linked_before = False
         self._reconnected = False  # this link replaces a lost one: repair every room
         # health
@@ -159,12 +178,17 @@ class RedisBackend(Backend):
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL {self.url!r}: {exc}") from None
         self._client = aioredis.Redis.from_pool(pool)  # owns it: aclose() closes it
+        self._pipe = CommandPipe(pool.make_connection, self.timeout)
         self._scripts = {
             name: self._client.register_script(getattr(lua, name))
             for name in lua.__all__
         }
+        self._shas = {
+            name: hashlib.sha1(getattr(lua, name).encode()).hexdigest() for name in lua.__all__
+        }
         await self._heartbeat()
         loop = asyncio.get_running_loop()
+        self._arrivals = Coalescer(self._on_reply, self.batch_window, loop)
         self._probe_seen = loop.time()
         ready = self._subscribe(self._node_channel)
         self._tasks.spawn(self._run_link(), name="redis link")
@@ -176,11 +200,16 @@ class RedisBackend(Backend):
             return
         self._closing = True
         await self._tasks.cancel_all()
+        if self._arrivals is not None:
+            self._arrivals.release()  # read before the close: handed on, not lost
         if self._client is not None:
             try:
                 await self._call("LEAVE", self.node_id)
             except BackendError as exc:
                 logger.warning("could not unregister node %s: %s", self.node_id, exc)
+            if self._pipe is not None:
+                await self._pipe.aclose()
+                self._pipe = None
             await self._client.aclose()
             self._client = None
         self._conn = None
@@ -194,23 +223,30 @@ class RedisBackend(Backend):
     # calls
 
     async def _call(self, script: str, *args: Any) -> Any:
-        if self._client is None:
+        if self._pipe is None:
             raise BackendUnavailable("the Redis backend is not started")
-        return await self._guarded(script, self._scripts[script](args=[self.prefix, *args]))
+        return await self._guarded(script, self._eval(self._pipe, script, self.prefix, *args))
+
+    async def _eval(self, pipe: CommandPipe, script: str, *args: Any) -> Any:
+        try:
+            return await pipe.execute("EVALSHA", self._shas[script], 0, *args)
+        except NoScriptError:  # a restarted (or flushed) Redis: EVAL caches it again
+            return await pipe.execute("EVAL", getattr(lua, script), 0, *args)
 
     async def _command(self, *args: Any) -> Any:
-        if self._client is None:
+        if self._pipe is None:
             raise BackendUnavailable("the Redis backend is not started")
-        command = self._client.execute_command(*args)  # type: ignore[no-untyped-call]
-        return await self._guarded(str(args[0]), command)
+        return await self._guarded(str(args[0]), self._pipe.execute(*args))
 
     async def _guarded(self, name: str, call: Awaitable[Any]) -> Any:
-        """Await ``call`` within ``timeout``, translating Redis failures to BackendError."""
+        """
+        Await ``call`` (which the pipe bounds by ``timeout``), translating
+        Redis failures to BackendError.
+        """
         loop = asyncio.get_running_loop()
         began, failed = loop.time(), True
         try:
-            async with asyncio.timeout(self.timeout):
-                result = await call
+            result = await call
             failed = False
         except ResponseError as exc:
             raise BackendError(f"Redis refused {name}: {exc}") from exc
@@ -265,10 +301,21 @@ class RedisBackend(Backend):
     ) -> int:
         body = _encode((event, *_pack(message)))
         excluded = _encode(sorted(exclude)) if exclude else b""
-        _, offset = await self._call(
+        _, offset = await self._echoed(self._call(
             "PUBLISH", room, body, excluded, policy.size, self._ttl_ms(policy),
-            self._meta_ms(policy), new_epoch())
+            self._meta_ms(policy), new_epoch()))
         return int(offset)
+
+    async def _echoed(self, call: Awaitable[Any]) -> Any:
+        """A call whose effect comes back on the link: arrivals are batched meanwhile."""
+        arrivals = self._arrivals
+        if arrivals is None:
+            return await call
+        arrivals.begin()
+        try:
+            return await call
+        finally:
+            arrivals.end()
 
     async def recover(
         self, room: str, epoch: str | None, offset: int | None, policy: HistoryPolicy
@@ -345,6 +392,8 @@ class RedisBackend(Backend):
         return future
 
     async def _wait(self, ready: asyncio.Future[None]) -> None:
+        if ready.done() and not ready.cancelled():
+            return  # already subscribed: most joins
         try:
             async with asyncio.timeout(self.timeout):
                 await asyncio.shield(ready)
@@ -363,7 +412,8 @@ class RedisBackend(Backend):
     # sockets and users anywhere
 
     async def publish_user(self, user_id: str, message: SocketMessage) -> None:
-        await self._call("SEND_USER", user_id, _encode(("u", user_id, *_pack(message))), "")
+        await self._echoed(self._call(
+            "SEND_USER", user_id, _encode(("u", user_id, *_pack(message))), ""))
 
     async def send_to_socket(self, socket_id: str, message: SocketMessage) -> None:
         payload = _encode(("s", socket_id, *_pack(message)))
@@ -440,7 +490,8 @@ class RedisBackend(Backend):
 
     async def _run_link(self) -> None:
         backoff = 0.05
-        assert self._client is not None
+        arrivals = self._arrivals
+        assert self._client is not None and arrivals is not None
         while not self._closing:
             conn = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
             try:
@@ -453,7 +504,7 @@ class RedisBackend(Backend):
                     reply = await conn.read_response(timeout=silence)
                     if reply is None:  # redis-py's answer to a read timeout
                         raise TimeoutError(f"no probe came back within {silence}s")
-                    self._on_reply(reply)
+                    arrivals.arrived(reply)
             except asyncio.CancelledError:
                 raise
             except _LINK_ERRORS as exc:
@@ -462,6 +513,7 @@ class RedisBackend(Backend):
                 # Never let a bug end this node's deliveries for good: reconnect.
                 logger.exception("the Redis pub/sub link failed; reconnecting")
             finally:
+                arrivals.release()  # what this link read comes before the next link's
                 self._conn = None
                 self._link_up = False
                 await self._quietly_disconnect(conn)
