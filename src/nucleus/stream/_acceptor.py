@@ -35,7 +35,7 @@ from ._gate import Admission, DoorPolicy
 from ._request import HandshakeRequest
 from ._routing import Route
 
-__all__ = ["Accept", "Acceptor", "Decision", "HttpHandler", "HttpResponse", "Pending"]
+__all__ = ["BUSY", "Accept", "Acceptor", "Decision", "HttpHandler", "HttpResponse", "Pending"]
 
 logger = logging.getLogger("nucleus.stream")
 
@@ -100,6 +100,8 @@ def _text(status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> 
 _AUTH_ERROR = _text(500, "authentication error")
 _INTERNAL_ERROR = _text(500, "internal server error")
 _ONLY_GET = _text(405, "only GET is served here", (("Allow", "GET"),))
+#: The answer to a handshake while too many others wait for theirs: come back shortly.
+BUSY = _text(503, "too many handshakes in progress: try again shortly", (("Retry-After", "1"),))
 _UPGRADE_REQUIRED = _text(
     426, "This is a WebSocket endpoint: connect with a WebSocket client.",
     (("Upgrade", "websocket"),))

@@ -69,6 +69,12 @@ DEFAULT_RATE_LIMIT = RateLimit()
 #: little on them and its header bits can make them larger.
 DEFAULT_COMPRESSION_THRESHOLD = 512
 
+#: Listen backlog: connections the kernel holds for the server to accept (a storm's worth).
+DEFAULT_BACKLOG = 4096
+
+#: Handshakes that may wait for their answer before new ones are answered 503.
+DEFAULT_MAX_PENDING_HANDSHAKES = 2048
+
 #: Seconds between sweeps of expired backend state (room histories).
 HOUSEKEEPING_INTERVAL = 30.0
 
@@ -121,6 +127,14 @@ class StreamServer:
     ``compression_threshold`` bytes (default 512) are sent uncompressed. Under
     an ASGI server, compression is that server's (uvicorn:
     ``--ws-per-message-deflate``) and these settings do nothing.
+
+    A connection storm (every client reconnecting after a deploy) is met by a
+    listen ``backlog`` of 4,096 connections by default, and on the native door by
+    admission: while more than ``max_pending_handshakes`` connections (default
+    2,048) wait for the answer to their handshake, a new request is answered
+    503 with ``Retry-After: 1``, which the library clients retry after their
+    backoff, rather than queueing work the server cannot finish in time
+    (``None`` turns this off).
     """
 
     def __init__(
@@ -138,6 +152,8 @@ class StreamServer:
         shutdown_timeout: float = 15.0,
         max_connections_per_ip: int | None = None,
         max_handshakes_per_ip: float | None = None,
+        max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
+        backlog: int = DEFAULT_BACKLOG,
         trusted_proxies: Iterable[str] = (),
         serve_client: bool = True,
         health_path: str | None = HEALTH_ROUTE,
@@ -161,6 +177,13 @@ class StreamServer:
         self.compression_threshold = compression_threshold
         self.hello_timeout = hello_timeout
         self.shutdown_timeout = shutdown_timeout
+        if max_pending_handshakes is not None and max_pending_handshakes < 1:
+            raise ConfigError(
+                f"max_pending_handshakes must be 1 or more, or None, got {max_pending_handshakes}")
+        if backlog < 1:
+            raise ConfigError(f"backlog must be 1 or more, got {backlog}")
+        self.max_pending_handshakes = max_pending_handshakes
+        self.backlog = backlog
         self.door = DoorPolicy(
             max_connections_per_ip=max_connections_per_ip,
             max_handshakes_per_ip=max_handshakes_per_ip,
