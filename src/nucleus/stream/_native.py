@@ -249,8 +249,15 @@ class NativeConnection(asyncio.Protocol, Connection):
         if self._counted_ip is not None:
             self._server.app.door.guard.closed(self._counted_ip)
         self._server.forget(self)
-        if self._session is not None:
-            self._session.closed()
+        # Drop the links back to this connection (its session's socket, the
+        # transport, the protocol's parser): it is then freed as soon as the
+        # application lets go of its socket, not by a cyclic garbage collection,
+        # which costs a storm of short connections dearly.
+        session, self._session = self._session, None
+        self._transport = None
+        self._proto = None
+        if session is not None:
+            session.closed()
 
     def pause_writing(self) -> None:
         pass  # the send-queue limit, checked at each flush, bounds memory instead
