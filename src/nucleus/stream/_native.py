@@ -397,6 +397,7 @@ class NativeConnection(asyncio.Protocol, Connection):
         proto.available_extensions = [_DEFLATE] if route.compression else None
         response = proto.accept(request)
         proto.send_response(response)
+        self._pump()  # the answer goes out before anything on_connect sends
         self._answered()
         # websockets' parser generator keeps the request alive for the whole
         # connection; its headers are copied into the HandshakeRequest, so free them (~1 KiB).

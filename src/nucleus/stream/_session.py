@@ -75,6 +75,7 @@ class Session:
         "_paused",
         "_refused",
         "_resume",
+        "_running",
         "_task",
         "handler",
         "hub",
@@ -101,6 +102,9 @@ class Session:
         # Created when work arrives, dropped when drained: an idle socket holds none.
         self._inbox: deque[Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        # True from the push that starts a drain until the drain ends: a push
+        # made meanwhile (even from within an eager first step) joins the inbox.
+        self._running = False
         self._paused = False
         self._refused = False
         self._closed = False
@@ -230,8 +234,11 @@ class Session:
         if self._inbox is None:
             self._inbox = deque()
         self._inbox.append(item)
-        if self._task is None:
-            self._task = self._owner.spawn(self._drain(), name=f"socket {self.socket.id}")
+        if not self._running:
+            self._running = True
+            # Eager where Python allows: an on_connect that never suspends is
+            # done before this returns (see TaskOwner.start).
+            self._task = self._owner.start(self._drain(), name=f"socket {self.socket.id}")
 
     async def _drain(self) -> None:
         inbox = self._inbox
@@ -254,6 +261,7 @@ class Session:
                     await self._on_message(item)
         finally:
             self._task = None
+            self._running = False
             if not inbox:
                 self._inbox = None
 
