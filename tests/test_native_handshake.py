@@ -1,20 +1,31 @@
 """
 The native door's opening handshake over real sockets: the fast path and
-websockets' full parser answer alike, bad requests get a clear answer, and a
-storm past ``max_pending_handshakes`` is answered 503 rather than queued.
+websockets' full parser answer alike, bad requests get a clear answer, a
+storm past ``max_pending_handshakes`` is answered 503 rather than queued, and
+a closed connection is freed at once (no work left for the cycle collector).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import os
 from collections.abc import AsyncIterator
 
 import pytest
 from websockets.asyncio.client import connect
 
-from nucleus.stream import ConfigError, SocketMessage, StreamServer
+from nucleus.stream import (
+    ConfigError,
+    SocketMessage,
+    StreamHandler,
+    StreamHub,
+    StreamServer,
+    WebSocket,
+)
+from nucleus.stream._native import NativeConnection
+from nucleus.stream._session import Session
 
 from .conftest import Serve
 from .helpers import Recorder, eventually, port_of, within
@@ -161,3 +172,43 @@ def test_the_limits_are_checked() -> None:
         StreamServer(max_pending_handshakes=0)
     with pytest.raises(ConfigError, match="backlog"):
         StreamServer(backlog=0)
+
+
+class Joiner(StreamHandler):
+    """Joins a room and keeps nothing: its sockets are the server's alone."""
+
+    def __init__(self) -> None:
+        self.gone = 0
+
+    async def on_connect(self, hub: StreamHub, socket: WebSocket) -> None:
+        await hub.join_room(socket.id, "room")
+
+    async def on_disconnect(self, hub: StreamHub, socket_id: str) -> None:
+        self.gone += 1
+
+
+async def test_a_closed_connection_is_freed_without_the_cycle_collector(
+    serve_native: Serve,
+) -> None:
+    handler = Joiner()
+    server = StreamServer()
+    server.route("/ws", handler)
+    port = port_of(await serve_native(server))
+
+    async def all_gone() -> bool:
+        return handler.gone == 20
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            head, reader, writer = await exchange(port, upgrade_request())
+            assert status(head) == 101
+            writer.write(b"\x88\x80abcd")  # close, masked, empty
+            await within(reader.read())
+            writer.close()
+        await eventually(all_gone, what="every on_disconnect")
+        left = [o for o in gc.get_objects() if isinstance(o, NativeConnection | Session)]
+    finally:
+        gc.enable()
+    assert left == []
