@@ -106,6 +106,7 @@ def test_header_values_are_stripped_and_obs_text_kept_as_latin_1() -> None:
     request_lines().replace(b"Upgrade: websocket", b"Upgrade: websocket, h2c"),
     request_lines().replace(b"Connection: Upgrade", b"Connection: keep-alive"),
     request_lines().replace(b"Connection: Upgrade", b"Connection: ,,=,"),
+    request_lines("Connection: ,,=,"),  # one value is fine, the other is not
     request_lines().replace(b"Connection: Upgrade\r\n", b""),
     request_lines().replace(KEY.encode(), b"not base64!"),
     request_lines().replace(KEY.encode(), b"c2hvcnQ="),
