@@ -29,7 +29,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from ._gate import Admission, DoorPolicy
 from ._request import HandshakeRequest
@@ -69,9 +69,11 @@ class HttpResponse:
 HttpHandler: TypeAlias = Callable[[HandshakeRequest], HttpResponse | Awaitable[HttpResponse]]
 
 
-@dataclass(frozen=True, slots=True)
-class Accept:
-    """Open a WebSocket on ``route``: ``admission`` holds the user, its expiry, the client IP."""
+class Accept(NamedTuple):
+    """
+    Open a WebSocket on ``route``: ``admission`` holds the user, its expiry, the
+    client IP. (A named tuple, like :class:`Admission`: one per handshake.)
+    """
 
     route: Route
     request: HandshakeRequest
