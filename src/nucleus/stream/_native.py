@@ -339,6 +339,7 @@ class NativeConnection(asyncio.Protocol, Connection):
             answer, extensions = negotiate(request.extensions, [_DEFLATE])
         subprotocol = Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in request.subprotocols else None
         self._write(accept_response(request.key, subprotocol, answer, time.time()))
+        self._answered()
         proto = self._proto = _OpenProtocol(SERVER, max_size=route.max_message_size,
                                             logger=_ws_logger)
         proto.extensions = extensions
