@@ -49,6 +49,9 @@ _encode_json = msgspec.json.encode
 #: A client's heartbeat, as the reference client writes it.
 PING: Final = '{"type":"ping"}'
 
+#: Shared by every session whose hello asked for no presence (``frozenset()`` is a new object).
+_NO_CHANNELS: Final[frozenset[str]] = frozenset()
+
 #: How many received messages may wait for the handler before reading pauses.
 PAUSE_AT: Final = 64
 RESUME_AT: Final = 16
@@ -111,7 +114,7 @@ class Session:
         self._connected = False
         self._hello_timer: asyncio.TimerHandle | None = None
         # Channels whose presence the hello asked for.
-        self._hello_presence: frozenset[str] = frozenset()
+        self._hello_presence: frozenset[str] = _NO_CHANNELS
         self._expiry: asyncio.TimerHandle | None = None
 
     @property
@@ -314,7 +317,7 @@ class Session:
         # Channels the hello asked for that on_connect did not join are
         # subscribe requests.
         positions = self.hub._positions.pop(socket.id, None) or {}
-        watch, self._hello_presence = self._hello_presence, frozenset()
+        watch, self._hello_presence = self._hello_presence, _NO_CHANNELS
         if socket.is_open:
             for channel, (epoch, offset) in positions.items():
                 await self._subscribe(
