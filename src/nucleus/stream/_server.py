@@ -115,6 +115,8 @@ class StreamServer:
       behind a proxy every client shares its address.
     - ``trusted_proxies``: addresses or networks (``"10.0.0.0/8"``) whose
       ``X-Forwarded-For`` gives the client's address for those caps.
+    - ``max_pending_handshakes``, ``backlog``: for connection storms (every
+      client reconnecting after a deploy), see below.
 
     Besides its routes it answers ``GET /nucleus/stream.js`` (the browser
     client) and ``GET /nucleus/stream.d.ts`` (its TypeScript declarations;
@@ -128,13 +130,12 @@ class StreamServer:
     an ASGI server, compression is that server's (uvicorn:
     ``--ws-per-message-deflate``) and these settings do nothing.
 
-    A connection storm (every client reconnecting after a deploy) is met by a
-    listen ``backlog`` of 4,096 connections by default, and on the native door by
-    admission: while more than ``max_pending_handshakes`` connections (default
-    2,048) wait for the answer to their handshake, a new request is answered
-    503 with ``Retry-After: 1``, which the library clients retry after their
-    backoff, rather than queueing work the server cannot finish in time
-    (``None`` turns this off).
+    A connection storm is met by a listen ``backlog`` of 4,096 connections
+    by default, and on the native door by admission: while more than
+    ``max_pending_handshakes`` connections (default 2,048) wait for the answer
+    to their handshake, a new request is answered 503 with ``Retry-After: 1``,
+    which the library clients retry after their backoff, rather than queueing
+    work the server cannot finish in time (``None`` turns this off).
     """
 
     def __init__(
