@@ -12,6 +12,7 @@ import base64
 import contextlib
 import gc
 import os
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -217,3 +218,34 @@ async def test_a_closed_connection_is_freed_without_the_cycle_collector(
     finally:
         gc.enable()
     assert left == []
+
+
+FREEZE_CHECK = """
+import asyncio, gc
+from nucleus.stream import StreamServer
+server = StreamServer()
+
+@server.background
+async def report(hub):
+    while server._native is None or gc.get_freeze_count() == 0:
+        await asyncio.sleep(0.01)
+    print("frozen", gc.get_freeze_count() > 1000, flush=True)
+    server.stop()
+
+server.run(port=0)
+"""
+
+
+async def test_run_freezes_what_start_up_made_once_it_listens() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FREEZE_CHECK, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env={**os.environ, "NUCLEUS_LOG_LEVEL": "warning"})
+    output, _ = await within(proc.communicate(), 30)
+    assert proc.returncode == 0, output.decode()
+    assert output.decode().strip().endswith("frozen True")
+
+
+async def test_a_server_started_by_hand_leaves_the_collector_alone(serve_native: Serve) -> None:
+    before = gc.get_freeze_count()
+    await serve_native(StreamServer())
+    assert gc.get_freeze_count() == before
