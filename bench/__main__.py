@@ -21,7 +21,7 @@ from .loadgen import Loadgen, build
 from .progress import Progress
 from .report import figure_table, render_chart, render_table, write_json
 from .runner import Plan, run_plan
-from .servers import LOG_DIR, REPO, SERVERS
+from .servers import LOG_DIR, MEASURES, REPO, SERVERS
 from .system import ephemeral_port_count, free_port, machine_facts, raise_nofile
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,6 +39,16 @@ def _names(text: str) -> tuple[str, ...]:
     if unknown:
         raise argparse.ArgumentTypeError(
             f"unknown server {unknown[0]!r}; known: {', '.join(SERVERS)}"
+        )
+    return names
+
+
+def _measures(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in MEASURES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown measurement {unknown[0] if unknown else text!r}; known: {', '.join(MEASURES)}"
         )
     return names
 
@@ -91,7 +101,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=32, help="fan-out messages in flight (32)")
     parser.add_argument("--rate", type=float, default=20.0, help="latency run messages/s (20)")
     parser.add_argument("--size", type=int, default=100, help="message bytes (100)")
+    parser.add_argument(
+        "--measures",
+        type=_measures,
+        default=MEASURES,
+        help=f"what to measure (default {','.join(MEASURES)}); e.g. handshakes,opens for "
+        "the connection figures only",
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="handshake workers (32)")
+    parser.add_argument(
+        "--open-connections",
+        type=int,
+        default=1000,
+        help="opens: connections per round, none closed until all are upgraded (1000)",
+    )
+    parser.add_argument(
+        "--open-concurrency", type=int, default=64, help="opens: handshakes in flight (64)"
+    )
     parser.add_argument(
         "--redis",
         default=DEFAULT_REDIS,
@@ -154,6 +180,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         rate=args.rate,
         msg_size=args.size,
         handshake_concurrency=args.concurrency,
+        open_connections=args.open_connections,
+        open_concurrency=args.open_concurrency,
+        measures=args.measures,
         repeat=max(args.repeat, 1),
         redis_url=args.redis,
         smoke=smoke,
@@ -195,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out or RESULTS / ("smoke.json" if plan.smoke else "latest.json")
     chart: Path | None = args.chart or (None if plan.smoke else RESULTS / "latest.png")
 
-    most = max(plan.subscribers)
+    most = max(*plan.subscribers, plan.open_connections)
     if most + plan.handshake_concurrency + 64 > ephemeral_port_count():
         print(
             f"error: {most:,} connections need more ephemeral ports than "

@@ -13,6 +13,8 @@
  *               message completes when every subscriber got it.
  *   latency     the same set-up, the publisher sends R messages per second.
  *   handshakes  C workers open a connection, upgrade, close, again and again.
+ *   opens       rounds of N connections opened and upgraded with K in flight,
+ *               none closed until all N are open; then all close, and again.
  *   idle        N subscribers, held open until stdin closes or a signal.
  *
  * Before measuring, the publisher sends a "ready probe" and re-sends it until
@@ -65,19 +67,20 @@
 #define PROBE_SETTLE_NS (200 * NS_PER_MS)
 #define HS_TIMEOUT_NS (5 * NS_PER_S)  /* a handshake-mode connect + upgrade */
 #define CLOSE_WAIT_NS NS_PER_S        /* then the server has this long to close TCP */
+#define ROUND_SETTLE_NS (50 * NS_PER_MS) /* opens: pause between a round's closes and the next */
 #define PROGRESS_EVERY_NS NS_PER_S
 #define SIO_PREFIX "42[\"msg\",\""
 #define SIO_PREFIX_LEN 10
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-enum mode { M_FANOUT, M_LATENCY, M_HANDSHAKES, M_IDLE };
+enum mode { M_FANOUT, M_LATENCY, M_HANDSHAKES, M_IDLE, M_OPENS };
 enum dialect { D_RAW, D_SOCKETIO };
-enum role { R_SUB, R_PUB, R_HS };
+enum role { R_SUB, R_PUB, R_HS, R_OPEN };
 enum cstate { S_FREE, S_CONNECTING, S_UPGRADING, S_EIO_OPEN, S_SIO_CONNECT, S_OPEN, S_CLOSING };
 enum phase { P_CONNECT, P_PROBE, P_WARMUP, P_MEASURE, P_DRAIN, P_HOLD, P_DONE };
 enum { OP_CONT = 0x0, OP_TEXT = 0x1, OP_BINARY = 0x2, OP_CLOSE = 0x8, OP_PING = 0x9, OP_PONG = 0xA };
 
-static const char *const mode_names[] = {"fanout", "latency", "handshakes", "idle"};
+static const char *const mode_names[] = {"fanout", "latency", "handshakes", "idle", "opens"};
 static const char *const phase_names[] = {"connect", "probe", "warmup", "measure", "drain", "hold", "done"};
 
 /* ------------------------------------------------------------------ config */
@@ -403,7 +406,7 @@ struct conn {
     bool got_probe;
     bool close_sent;
     bool close_rcvd;
-    bool counted; /* handshake mode: this connection's handshake was counted */
+    bool counted; /* handshakes, opens: this connection's handshake was counted */
     uint64_t next_seq;
     uint64_t t_start;
     struct buf in;   /* bytes received but not parsed yet */
@@ -471,6 +474,17 @@ struct snap {
     struct core_times cores[MAX_CPUS];
 };
 static struct snap snap0, snap1;
+
+/* Opens mode: the current round, and the sum of the measured rounds' opening
+ * intervals (wall and CPU time), reported as if it were one window. */
+static struct {
+    bool opening, closing;
+    size_t ready;
+    uint64_t t_round, next_round_ns;
+    uint64_t rounds_window;
+    struct snap start;
+    struct snap sum;
+} rnd;
 
 /* utime+stime of one process (all its threads), in clock ticks; -1 if unreadable. */
 static long long process_cpu_ticks(long pid) {
@@ -548,6 +562,30 @@ static void take_snap(struct snap *s) {
     s->server_ticks = pids_cpu_ticks(cfg.server_pids, cfg.n_server_pids);
     s->broker_ticks = pids_cpu_ticks(cfg.broker_pids, cfg.n_broker_pids);
     s->n_cores = read_cores(s->cores);
+}
+
+/* sum += b - a; a reading that failed once (-1, 0 cores) stays failed. */
+static void add_snap_delta(struct snap *sum, const struct snap *a, const struct snap *b, bool first) {
+    sum->wall += b->wall - a->wall;
+    sum->self_cpu += b->self_cpu - a->self_cpu;
+    long long *ticks[2] = {&sum->server_ticks, &sum->broker_ticks};
+    long long from[2] = {a->server_ticks, a->broker_ticks}, to[2] = {b->server_ticks, b->broker_ticks};
+    for (int i = 0; i < 2; i++) {
+        if (from[i] < 0 || to[i] < 0 || (!first && *ticks[i] < 0))
+            *ticks[i] = -1;
+        else
+            *ticks[i] += to[i] - from[i];
+    }
+    if (a->n_cores != b->n_cores || (!first && sum->n_cores != a->n_cores)) {
+        sum->n_cores = 0;
+        return;
+    }
+    sum->n_cores = a->n_cores;
+    for (int i = 0; i < a->n_cores; i++) {
+        sum->cores[i].busy += b->cores[i].busy - a->cores[i].busy;
+        sum->cores[i].softirq += b->cores[i].softirq - a->cores[i].softirq;
+        sum->cores[i].total += b->cores[i].total - a->cores[i].total;
+    }
 }
 
 static void ep_ctl(int op, int fd, uint32_t events, void *ptr) {
@@ -808,6 +846,23 @@ static void on_ready(struct conn *c, uint64_t now) {
     } else if (c->role == R_PUB) {
         phase = P_PROBE;
         t_phase = now;
+    } else if (c->role == R_OPEN) { /* held open until the round's last one is */
+        c->counted = true;
+        st.handshakes_total++;
+        if (phase == P_MEASURE) {
+            st.handshakes_window++;
+            hist_add(&hs_hist, now - c->t_start);
+        }
+        if (++rnd.ready == n_conns) {
+            struct snap end;
+            take_snap(&end);
+            end.wall = now;
+            if (phase == P_MEASURE) {
+                add_snap_delta(&rnd.sum, &rnd.start, &end, rnd.rounds_window == 0);
+                rnd.rounds_window++;
+            }
+            rnd.opening = false; /* tick() starts the closes */
+        }
     } else { /* handshake worker: count it, then close politely */
         c->counted = true;
         st.handshakes_total++;
@@ -897,7 +952,7 @@ static void on_frame(struct conn *c, bool fin, unsigned opcode, const char *p, s
         }
         /* Handshake workers closed first; now wait for the server to close
          * TCP (7.1.1), so TIME_WAIT stays on its side. */
-        if (c->role != R_HS || !c->counted) {
+        if ((c->role != R_HS && c->role != R_OPEN) || !c->counted) {
             char why[160];
             int code = n >= 2 ? (uint8_t)p[0] << 8 | (uint8_t)p[1] : 1005;
             int reason_len = n > 2 ? (int)(n - 2 > 100 ? 100 : n - 2) : 0;
@@ -1037,7 +1092,7 @@ static void on_readable(struct conn *c) {
             return;
         }
         if (n == 0) {
-            if (c->state == S_CLOSING && c->role == R_HS) {
+            if (c->state == S_CLOSING && (c->role == R_HS || c->role == R_OPEN)) {
                 conn_release(c, false);
             } else {
                 conn_failed(c, "connection closed by server");
@@ -1079,9 +1134,13 @@ static void conn_failed(struct conn *c, const char *why) {
     if (c->fd < 0)
         return;
     bool during_setup = phase == P_CONNECT || phase == P_PROBE;
-    if (c->role == R_HS) {
+    if (c->role == R_HS || c->role == R_OPEN) {
         if (!c->counted)
             st.handshake_errors++;
+        else if (c->role == R_OPEN && c->state != S_CLOSING)
+            st.closed_by_server++;
+        if (c->role == R_OPEN && !c->counted)
+            retry_pending = true; /* tick() opens the slot again */
         conn_release(c, true);
         if (st.handshake_errors > 100 && st.handshakes_total == 0)
             die("handshakes keep failing: %s", why);
@@ -1184,7 +1243,87 @@ static bool check_overload(uint64_t now) {
     return true;
 }
 
+/* Opens mode: one round opens every connection (K in flight), then closes
+ * them all politely; phases change only between rounds, and only the opening
+ * intervals of measured rounds are measured. */
+static void opens_tick(uint64_t now) {
+    if (rnd.opening) {
+        for (size_t i = 0; i < launched; i++) {
+            struct conn *c = &conns[i];
+            if (c->fd >= 0 && !c->counted && now - c->t_start > HS_TIMEOUT_NS) {
+                st.handshake_errors++;
+                conn_release(c, true);
+                retry_pending = true;
+            }
+        }
+        if (now > rnd.t_round && now - rnd.t_round > secs_to_ns(cfg.setup_timeout))
+            die("opens round timed out: %zu of %zu connections upgraded", rnd.ready, n_conns);
+        if (retry_pending) {
+            retry_pending = false;
+            for (size_t i = 0; i < launched; i++)
+                if (conns[i].fd < 0 && !conns[i].counted)
+                    start_conn(&conns[i], R_OPEN);
+        }
+        while (launched < n_conns && launched - rnd.ready < (size_t)cfg.connect_concurrency)
+            start_conn(&conns[launched++], R_OPEN);
+        return;
+    }
+    if (rnd.closing) {
+        bool busy = false;
+        for (size_t i = 0; i < n_conns; i++) {
+            struct conn *c = &conns[i];
+            if (c->fd >= 0 && now - c->t_start > CLOSE_WAIT_NS) {
+                st.close_timeouts++;
+                conn_release(c, true);
+            }
+            busy |= c->fd >= 0;
+        }
+        if (!busy) {
+            rnd.closing = false;
+            rnd.next_round_ns = now + ROUND_SETTLE_NS;
+        }
+        return;
+    }
+    if (launched > 0) { /* the round's last upgrade just arrived: close them all */
+        launched = 0;
+        rnd.closing = true;
+        for (size_t i = 0; i < n_conns; i++) {
+            struct conn *c = &conns[i];
+            if (c->fd < 0)
+                continue;
+            ws_send_close(c, 1000);
+            if (c->fd >= 0) {
+                c->state = S_CLOSING;
+                c->t_start = now;
+            }
+        }
+        return;
+    }
+    if (now < rnd.next_round_ns)
+        return;
+    if (phase == P_WARMUP && now - t_phase >= secs_to_ns(cfg.warmup))
+        set_phase(P_MEASURE, now);
+    else if (phase == P_MEASURE && rnd.rounds_window > 0 && now - t_phase >= secs_to_ns(cfg.duration)) {
+        set_phase(P_DONE, now);
+        return;
+    }
+    rnd.opening = true;
+    rnd.ready = 0;
+    rnd.t_round = now;
+    take_snap(&rnd.start);
+    for (size_t i = 0; i < n_conns; i++)
+        conns[i].counted = false;
+    opens_tick(now);
+}
+
 static void tick(uint64_t now) {
+    if (cfg.mode == M_OPENS) {
+        if (phase == P_WARMUP || phase == P_MEASURE)
+            opens_tick(now);
+        if (stop_requested && phase != P_DONE)
+            die("interrupted by a signal during the %s phase", phase_names[phase]);
+        return;
+    }
     if (phase == P_CONNECT || phase == P_PROBE)
         retry_failed();
     if (cfg.mode == M_LATENCY && (phase == P_WARMUP || phase == P_MEASURE) && check_overload(now))
@@ -1291,7 +1430,7 @@ static void progress(uint64_t now) {
         break;
     case P_WARMUP:
     case P_MEASURE:
-        if (cfg.mode == M_HANDSHAKES)
+        if (cfg.mode == M_HANDSHAKES || cfg.mode == M_OPENS)
             fprintf(stderr, "progress %s %.0fs %" PRIu64 " handshakes\n", phase_names[phase], t, st.handshakes_total);
         else
             fprintf(stderr, "progress %s %.0fs %" PRIu64 " deliveries\n", phase_names[phase], t, st.deliveries_total);
@@ -1314,12 +1453,19 @@ static void progress(uint64_t now) {
 
 static void print_report(void) {
     FILE *f = stdout;
+    if (cfg.mode == M_OPENS) { /* the measured rounds' opening intervals, end to end */
+        snap1 = rnd.sum;
+        snap0 = (struct snap){.n_cores = rnd.sum.n_cores};
+    }
     bool measured = snap1.wall > snap0.wall;
     double wall = measured ? ns_to_s(snap1.wall - snap0.wall) : 0.0;
     fprintf(f, "{\"mode\":\"%s\",\"dialect\":\"%s\"", mode_names[cfg.mode],
             cfg.dialect == D_RAW ? "raw" : "socketio");
     if (cfg.mode == M_HANDSHAKES)
         fprintf(f, ",\"concurrency\":%zu", n_conns);
+    else if (cfg.mode == M_OPENS)
+        fprintf(f, ",\"connections\":%zu,\"concurrency\":%ld,\"rounds\":%" PRIu64, n_conns,
+                cfg.connect_concurrency, rnd.rounds_window);
     else
         fprintf(f, ",\"subscribers\":%zu,\"msg_size\":%ld,\"setup_s\":%.3f", n_conns, cfg.msg_size,
                 t_ready ? ns_to_s(t_ready - t_begin) : 0.0);
@@ -1334,11 +1480,13 @@ static void print_report(void) {
 
     fprintf(f, ",\"warmup_s\":%.3f,\"duration_s\":%.3f",
             snap0.wall > t_ready && t_ready ? ns_to_s(snap0.wall - t_ready) : cfg.warmup, wall);
-    if (cfg.mode == M_HANDSHAKES) {
+    if (cfg.mode == M_HANDSHAKES || cfg.mode == M_OPENS) {
         fprintf(f, ",\"handshakes\":%" PRIu64 ",\"handshakes_per_s\":%.1f,\"errors\":%" PRIu64
                    ",\"close_timeouts\":%" PRIu64 ",",
                 st.handshakes_window, wall > 0 ? (double)st.handshakes_window / wall : 0.0, st.handshake_errors,
                 st.close_timeouts);
+        if (cfg.mode == M_OPENS)
+            fprintf(f, "\"closed_by_server\":%" PRIu64 ",", st.closed_by_server);
         hist_json(f, "handshake_ms", &hs_hist);
     } else {
         uint64_t expected = (next_seq - 1) * n_conns;
@@ -1397,13 +1545,13 @@ static void print_report(void) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: loadgen MODE --port P [options]\n"
-            "modes: fanout | latency | handshakes | idle\n"
+            "modes: fanout | latency | handshakes | idle | opens\n"
             "  --host ADDR            IPv4 address of the server (127.0.0.1)\n"
             "  --port P               server port (required)\n"
             "  --dialect raw|socketio plain WebSocket (default) or Engine.IO 4 / Socket.IO 5\n"
             "  --sub-path PATH        subscriber path (/sub; socketio: /socket.io/?EIO=4&transport=websocket)\n"
             "  --pub-path PATH        publisher path (/pub; socketio: the sub path + &role=pub)\n"
-            "  --subscribers N        subscriber connections (1000)\n"
+            "  --subscribers N        subscriber connections; opens: connections per round (1000)\n"
             "  --window W             fanout: messages in flight (32)\n"
             "  --rate R               latency: messages per second (20)\n"
             "  --duration S           measured window in seconds (10)\n"
@@ -1412,7 +1560,8 @@ static void usage(FILE *f) {
             "                         message, at most this long (60)\n"
             "  --size B               message payload bytes, 34..65536 (100)\n"
             "  --concurrency C        handshakes: concurrent workers (32)\n"
-            "  --connect-concurrency K  upgrades in progress while connecting subscribers (64)\n"
+            "  --connect-concurrency K  upgrades in progress while connecting subscribers,\n"
+            "                         or in an opens round (64)\n"
             "  --setup-timeout S      give up connecting after S seconds (120)\n"
             "  --drain-timeout S      wait at most S seconds for in-flight messages (30)\n"
             "  --overload-after S     latency: stop early, reporting \"overloaded\", once a message\n"
@@ -1466,6 +1615,8 @@ static void parse_args(int argc, char **argv) {
         cfg.mode = M_HANDSHAKES;
     else if (strcmp(m, "idle") == 0)
         cfg.mode = M_IDLE;
+    else if (strcmp(m, "opens") == 0)
+        cfg.mode = M_OPENS;
     else {
         usage(strcmp(m, "--help") == 0 ? stdout : stderr);
         exit(strcmp(m, "--help") == 0 ? 0 : 1);
@@ -1614,6 +1765,8 @@ int main(int argc, char **argv) {
         set_phase(cfg.warmup > 0 ? P_WARMUP : P_MEASURE, t_begin);
         if (phase == P_MEASURE)
             take_snap(&snap0);
+    } else if (cfg.mode == M_OPENS) {
+        set_phase(cfg.warmup > 0 ? P_WARMUP : P_MEASURE, t_begin);
     }
     uint64_t next_progress = t_begin + PROGRESS_EVERY_NS;
     static struct epoll_event events[MAX_EVENTS];

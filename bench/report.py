@@ -133,6 +133,24 @@ FIGURES: tuple[Figure, ...] = (
         "handshakes",
         _si,
     ),
+    Figure(
+        "open_handshakes_per_s",
+        "handshakes/s (open and upgrade, no close; 64 in flight)",
+        "higher",
+        False,
+        _get("handshakes_per_s"),
+        "opens",
+        _si,
+    ),
+    Figure(
+        "open_cpu_us_per_handshake",
+        "server CPU us per handshake (open and upgrade, no close)",
+        "lower",
+        False,
+        _get("server_cpu_us_per_handshake"),
+        "opens",
+        lambda v: f"{v:.0f}",
+    ),
 )
 
 
@@ -273,9 +291,12 @@ def render_chart(
     import matplotlib.pyplot as plt
 
     names = [name for name, entry in servers.items() if entry.get("available")]
-    fig, axes = plt.subplots(2, 5, figsize=(22, 8.5))
+    cols = -(-len(FIGURES) // 2)
+    fig, axes = plt.subplots(2, cols, figsize=(4.4 * cols, 8.5))
     bar = 0.8 / max(len(names), 1)
-    for ax, figure in zip(axes.flat, FIGURES, strict=True):
+    for ax in axes.flat[len(FIGURES):]:
+        ax.set_visible(False)
+    for ax, figure in zip(axes.flat, FIGURES, strict=False):
         columns = subscribers if figure.per_n else ["all"]
         for i, name in enumerate(names):
             cells = table[figure.key].get(name, {})
@@ -302,7 +323,9 @@ def render_chart(
         )
         ax.set_xticks([c + 0.4 - bar / 2 for c in range(len(columns))])
         ax.set_xticklabels([f"N={int(c):,}" if c != "all" else "" for c in columns])
-        if figure.source in ("fanout", "latency"):
+        measured = any(cell.get("value") for cells in table[figure.key].values()
+                       for cell in cells.values())
+        if figure.source in ("fanout", "latency") and measured:
             ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()

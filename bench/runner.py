@@ -3,8 +3,11 @@ The measurement plan and its execution against each server.
 
 Per server and subscriber count N: ``idle`` (RSS per connection), ``fanout``
 (deliveries/s at saturation, CPU per delivery) and ``latency`` (percentiles
-at a fixed rate); then ``handshakes`` once. A server may take part in some of
-these only (``ServerSpec.measures``: the ``--workers`` servers do handshakes).
+at a fixed rate); then ``handshakes`` (open, upgrade, close, again) and
+``opens`` (rounds of 1,000 connections opened, none closed until all are)
+once. A server may take part in some of these only (``ServerSpec.measures``:
+the ``--workers`` servers do handshakes), and ``--measures`` picks some for
+the whole run.
 In a full run every measurement gets a fresh server process, so one run's
 leftovers (queues, fragmented heaps) can't tilt the next; ``--smoke`` reuses
 one process per server to stay short.
@@ -26,7 +29,7 @@ from .broker import RedisLink
 from .errors import BrokerError, LoadgenFailed, ServerUnavailable
 from .loadgen import Loadgen, Result
 from .progress import Progress
-from .servers import SERVERS, ServerProcess, ServerSpec, prepare, shown_url
+from .servers import MEASURES, SERVERS, ServerProcess, ServerSpec, prepare, shown_url
 from .system import core_busy, irq_time_accounting, stable_rss_kib
 
 __all__ = ["Plan", "run_plan"]
@@ -51,6 +54,13 @@ def _handshakes_per_s(result: Result) -> float:
     return float(result["handshakes_per_s"])
 
 
+def _per_handshake(result: Result) -> Result:
+    """Add the server's CPU time per handshake (µs): steadier than a rate on a busy machine."""
+    if result.get("handshakes") and "server_cpu_s" in result:
+        result["server_cpu_us_per_handshake"] = result["server_cpu_s"] / result["handshakes"] * 1e6
+    return result
+
+
 @dataclass(frozen=True)
 class Plan:
     servers: tuple[str, ...]
@@ -63,6 +73,12 @@ class Plan:
     rate: float = 20.0
     msg_size: int = 100
     handshake_concurrency: int = 32
+    open_connections: int = 1000
+    """Opens: connections per round, all held open until the last one is upgraded."""
+    open_concurrency: int = 64
+    """Opens: handshakes in flight."""
+    measures: tuple[str, ...] = MEASURES
+    """What to measure, for servers that take part in it (``--measures``)."""
     repeat: int = 1
     redis_url: str = "redis://127.0.0.1:6379/14"
     """The Redis of the servers that use one; the bench writes to it (prefixed keys)."""
@@ -78,12 +94,18 @@ class Plan:
     require: tuple[str, ...] = ()
     """Servers whose unavailability is a failure (exit status 1) rather than a note."""
 
+    def measured(self, spec: ServerSpec) -> tuple[str, ...]:
+        """What this plan measures of ``spec``."""
+        return tuple(m for m in spec.measures if m in self.measures)
+
     def units(self, spec: ServerSpec) -> int:
         """How many measurements ``spec`` takes (for the progress line)."""
-        per_n = ("idle" in spec.measures) + self.repeat * (
-            ("fanout" in spec.measures) + ("latency" in spec.measures)
+        measures = self.measured(spec)
+        per_n = ("idle" in measures) + self.repeat * (
+            ("fanout" in measures) + ("latency" in measures)
         )
-        return len(self.subscribers) * per_n + self.repeat * ("handshakes" in spec.measures)
+        once = ("handshakes" in measures) + ("opens" in measures)
+        return len(self.subscribers) * per_n + self.repeat * once
 
     def as_dict(self) -> dict[str, Any]:
         found = asdict(self)
@@ -133,7 +155,7 @@ class _ServerRun:
         return self.entry
 
     def _measure_all(self) -> None:
-        measures = self.spec.measures
+        measures = self.plan.measured(self.spec)
         if {"idle", "fanout", "latency"} & set(measures):
             per_n: dict[str, Any] = {}
             self.entry["subscribers"] = per_n
@@ -153,6 +175,8 @@ class _ServerRun:
             self.entry["handshakes"] = self._repeated(
                 "handshakes", self._handshakes, _handshakes_per_s
             )
+        if "opens" in measures:
+            self.entry["opens"] = self._repeated("opens", self._opens, _handshakes_per_s)
 
     # -- running one step ------------------------------------------------
 
@@ -353,7 +377,19 @@ class _ServerRun:
             "duration": self.plan.duration,
             **self._pids(server),
         }
-        return self._run("handshakes", server, options)
+        return _per_handshake(self._run("handshakes", server, options))
+
+    def _opens(self, server: ServerProcess) -> Result:
+        options = {
+            "dialect": self.spec.dialect,
+            "subscribers": self.plan.open_connections,
+            "connect_concurrency": self.plan.open_concurrency,
+            "warmup": min(self.plan.warmup, 1.0),
+            "duration": self.plan.duration,
+            "setup_timeout": self.plan.setup_timeout,
+            **self._pids(server),
+        }
+        return _per_handshake(self._run("opens", server, options))
 
     # -- judging a result ---------------------------------------------------
 
@@ -427,8 +463,9 @@ class _ServerRun:
                     f"overloaded: offered {offered:,.0f} deliveries/s, got {achieved:,.0f}"
                 )
         if result.get("closed_by_server"):
-            failed.append(f"{result['closed_by_server']} idle connections closed by the server")
-        if result.get("mode") == "handshakes" and result.get("errors"):
+            what = "open connections" if result.get("mode") == "opens" else "idle connections"
+            failed.append(f"{result['closed_by_server']} {what} closed by the server")
+        if result.get("mode") in ("handshakes", "opens") and result.get("errors"):
             (failed if self.plan.smoke else notes).append(f"{result['errors']} handshakes failed")
         if notes:
             result["notes"] = notes

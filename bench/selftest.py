@@ -7,7 +7,7 @@ plainly; split into a few TCP writes; fragmented (§5.4) with a ping between
 fragments; and with a needless 64-bit length after a ping. It checks that every
 client frame is masked and that every pong echoes its ping. Payload sizes of
 100, 300 and 65,536 bytes cover 7-, 16- and 64-bit lengths; a handshakes run
-covers the closing handshake. Ends with a "N passed, N failed" line.
+and an opens run cover the closing handshake. Ends with a "N passed, N failed" line.
 """
 
 from __future__ import annotations
@@ -173,6 +173,7 @@ def main() -> int:
         (f"latency, {size}-byte messages", "latency", {"size": size}) for size in (100, 300, 65536)
     ]
     cases.append(("handshakes and closing", "handshakes", {}))
+    cases.append(("rounds of connections held open, then closed", "opens", {}))
     passed = failed = 0
     for name, mode, extra in cases:
         server = AwkwardServer()
@@ -180,6 +181,8 @@ def main() -> int:
         options: dict[str, object] = {"subscribers": 8, "rate": 50, "warmup": 0.2, "duration": 1}
         if mode == "handshakes":
             options = {"concurrency": 4, "warmup": 0.2, "duration": 1}
+        elif mode == "opens":
+            options = {"subscribers": 50, "connect_concurrency": 8, "warmup": 0.2, "duration": 1}
         options.update(extra)
         problems: list[str] = []
         try:
@@ -193,7 +196,9 @@ def main() -> int:
                 problems.append(f"delivery check failed: {check}")
             if mode == "latency" and server.pongs == 0:
                 problems.append("no pongs came back")
-            if mode == "handshakes" and (result["errors"] or not result["handshakes"]):
+            if mode == "opens" and result["handshakes"] != 50 * result["rounds"]:
+                problems.append(f"{result['handshakes']} handshakes in {result['rounds']} rounds")
+            if mode in ("handshakes", "opens") and (result["errors"] or not result["handshakes"]):
                 problems.append(f"{result['errors']} errors, {result['handshakes']} handshakes")
             problems += server.faults
         status = "ok" if not problems else "FAILED: " + "; ".join(problems[:3])

@@ -38,11 +38,35 @@ def assert_every_delivery_checked(entry: dict[str, Any]) -> None:
         assert runs["fanout"]["deliveries_per_s"] > 0
 
 
+def assert_handshakes_measured(result: dict[str, Any], name: str) -> None:
+    """Both handshake figures: open-upgrade-close workers, and rounds held open."""
+    entry = result["servers"][name]
+    assert entry["handshakes"]["handshakes_per_s"] > 0
+    opens = entry["opens"]
+    assert opens["connections"] == 1000 and opens["concurrency"] == 64
+    assert opens["rounds"] >= 1 and opens["handshakes"] == 1000 * opens["rounds"]
+    assert opens["errors"] == 0 and opens["closed_by_server"] == 0
+    assert opens["server_cpu_us_per_handshake"] > 0
+    assert result["figures"]["open_handshakes_per_s"][name]["all"]["value"] > 0
+
+
 async def test_bench_smoke_run_checks_every_delivery(tmp_path: Path) -> None:
     _, result = await run_smoke(
         tmp_path / "smoke.json", "--servers", "nucleus,websockets", "--require", "nucleus"
     )
     assert_every_delivery_checked(result["servers"]["nucleus"])
+    for name in ("nucleus", "websockets"):
+        assert_handshakes_measured(result, name)
+
+
+async def test_bench_smoke_run_of_the_handshake_figures_only(tmp_path: Path) -> None:
+    _, result = await run_smoke(
+        tmp_path / "smoke.json", "--servers", "nucleus", "--require", "nucleus",
+        "--measures", "handshakes,opens",
+    )
+    assert_handshakes_measured(result, "nucleus")
+    assert "subscribers" not in result["servers"]["nucleus"]
+    assert result["plan"]["measures"] == ["handshakes", "opens"]
 
 
 async def test_bench_smoke_run_with_the_redis_backend(tmp_path: Path) -> None:

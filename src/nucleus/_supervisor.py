@@ -297,6 +297,7 @@ async def _serve(app: StreamServer, config: WorkerConfig, conn: Connection) -> N
             stop.set()
 
     loop.add_reader(conn.fileno(), orphaned)
+    app._freeze_after_start = True  # a worker process is the server's, as under run()
     try:
         bound = await app.start(config.host, config.port, reuse_port=True)
         try:

@@ -29,13 +29,13 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from ._gate import Admission, DoorPolicy
 from ._request import HandshakeRequest
 from ._routing import Route
 
-__all__ = ["Accept", "Acceptor", "Decision", "HttpHandler", "HttpResponse", "Pending"]
+__all__ = ["BUSY", "Accept", "Acceptor", "Decision", "HttpHandler", "HttpResponse", "Pending"]
 
 logger = logging.getLogger("nucleus.stream")
 
@@ -69,9 +69,11 @@ class HttpResponse:
 HttpHandler: TypeAlias = Callable[[HandshakeRequest], HttpResponse | Awaitable[HttpResponse]]
 
 
-@dataclass(frozen=True, slots=True)
-class Accept:
-    """Open a WebSocket on ``route``: ``admission`` holds the user, its expiry, the client IP."""
+class Accept(NamedTuple):
+    """
+    Open a WebSocket on ``route``: ``admission`` holds the user, its expiry, the
+    client IP. (A named tuple, like :class:`Admission`: one per handshake.)
+    """
 
     route: Route
     request: HandshakeRequest
@@ -100,6 +102,8 @@ def _text(status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> 
 _AUTH_ERROR = _text(500, "authentication error")
 _INTERNAL_ERROR = _text(500, "internal server error")
 _ONLY_GET = _text(405, "only GET is served here", (("Allow", "GET"),))
+#: The answer to a handshake while too many others wait for theirs: come back shortly.
+BUSY = _text(503, "too many handshakes in progress: try again shortly", (("Retry-After", "1"),))
 _UPGRADE_REQUIRED = _text(
     426, "This is a WebSocket endpoint: connect with a WebSocket client.",
     (("Upgrade", "websocket"),))

@@ -10,6 +10,7 @@ sockets is one call with its recipient count.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -19,6 +20,15 @@ __all__ = ["CONTENT_TYPE", "Metrics"]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _BACKEND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0)
+
+
+class _RouteFigures(NamedTuple):
+    """One route's labelled children, looked up once: ``labels()`` is slow per call."""
+
+    connections: Gauge
+    accepted: Counter
+    messages_in: Counter
+    bytes_in: Counter
 
 
 class Metrics:
@@ -58,21 +68,32 @@ class Metrics:
         self.backend_latency = Histogram("nucleus_backend_seconds",
                                          "Time of backend calls that reach the broker.",
                                          ["operation"], buckets=_BACKEND_BUCKETS, registry=r)
+        self._routes: dict[str, _RouteFigures] = {}
+
+    def _route(self, route: str) -> _RouteFigures:
+        found = self._routes.get(route)
+        if found is None:
+            found = self._routes[route] = _RouteFigures(
+                self.connections.labels(route), self.accepted.labels(route),
+                self.messages_in.labels(route), self.bytes_in.labels(route))
+        return found
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every figure."""
         return generate_latest(self.registry)
 
     def opened(self, route: str) -> None:
-        self.connections.labels(route).inc()
-        self.accepted.labels(route).inc()
+        figures = self._route(route)
+        figures.connections.inc()
+        figures.accepted.inc()
 
     def closed(self, route: str) -> None:
-        self.connections.labels(route).dec()
+        self._route(route).connections.dec()
 
     def received(self, route: str, size: int) -> None:
-        self.messages_in.labels(route).inc()
-        self.bytes_in.labels(route).inc(size)
+        figures = self._route(route)
+        figures.messages_in.inc()
+        figures.bytes_in.inc(size)
 
     def delivered(self, recipients: int, size: int) -> None:
         """One broadcast (or direct message) queued to ``recipients`` sockets."""

@@ -3,8 +3,15 @@ The native front door: an asyncio server over websockets' Sans-I/O protocol.
 
 Each TCP connection is a :class:`NativeConnection` (an ``asyncio.Protocol``).
 The protocol state machine (handshake, framing, control frames, closing) is
-``websockets.server.ServerProtocol``; what to answer each request is the
+websockets' Sans-I/O protocol; what to answer each request is the
 :class:`Acceptor`'s decision; this module only moves bytes.
+
+An ordinary upgrade request takes the fast path of ``_upgrade``: checked and
+answered without websockets' HTTP parser, and the frame protocol is built only
+once the connection is upgraded. Any other request goes to
+``websockets.server.ServerProtocol`` whole, as it arrived, which answers it
+(the reference for every refusal). Past ``max_pending_handshakes`` connections
+waiting for their answer, a request is answered 503 with ``Retry-After``.
 
 Outgoing data is *corked*: :meth:`NativeConnection.deliver` appends shared
 frame bytes to the connection's buffer and marks it dirty; once per event-loop
@@ -30,25 +37,28 @@ import codecs
 import email.utils
 import http
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from websockets.datastructures import Headers as WsHeaders
+from websockets.extensions import Extension
 from websockets.extensions.permessage_deflate import (
     PerMessageDeflate,
     ServerPerMessageDeflateFactory,
 )
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import SERVER, Protocol, State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
-from ._acceptor import Accept, HttpResponse, Pending
+from ._acceptor import BUSY, Accept, HttpResponse, Pending
 from ._message import Binary, Text
 from ._request import HandshakeRequest
 from ._session import Session
 from ._socket import Connection, WebSocket
+from ._upgrade import MAX_HEAD, UpgradeRequest, accept_response, negotiate, parse_request
 from ._wire import SUBPROTOCOL, Outgoing, deflate_key, frame_size
 
 if TYPE_CHECKING:
@@ -74,16 +84,28 @@ _DEFLATE = ServerPerMessageDeflateFactory(
 )
 
 
+def _close_mid_message(protocol: Protocol, frame: Frame) -> None:
+    # RFC 6455 §5.4 lets control frames interleave with a fragmented
+    # message, and §5.5.1 requires a close to be answered with a close;
+    # websockets fails with 1002 instead (Autobahn 7.1.5). The unfinished
+    # message is dropped either way.
+    if frame.opcode is Opcode.CLOSE:
+        protocol.current_size = None
+
+
 class _ServerProtocol(ServerProtocol):
     """websockets' server protocol, answering a close that arrives mid-message."""
 
     def recv_frame(self, frame: Frame) -> None:
-        # RFC 6455 §5.4 lets control frames interleave with a fragmented
-        # message, and §5.5.1 requires a close to be answered with a close;
-        # websockets fails with 1002 instead (Autobahn 7.1.5). The unfinished
-        # message is dropped either way.
-        if frame.opcode is Opcode.CLOSE:
-            self.current_size = None
+        _close_mid_message(self, frame)
+        super().recv_frame(frame)
+
+
+class _OpenProtocol(Protocol):
+    """The frame protocol of a connection upgraded by the fast path (already OPEN)."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        _close_mid_message(self, frame)
         super().recv_frame(frame)
 
 
@@ -118,6 +140,8 @@ class NativeConnection(asyncio.Protocol, Connection):
         "_deflate_from",
         "_eof",
         "_frag",
+        "_handshaking",
+        "_head",
         "_last_seen",
         "_max_send_queue",
         "_open",
@@ -134,11 +158,11 @@ class NativeConnection(asyncio.Protocol, Connection):
 
     def __init__(self, server: NativeServer) -> None:
         self._server = server
-        self._proto = _ServerProtocol(
-            select_subprotocol=select_subprotocol,
-            max_size=server.app.limits.max_message_size,
-            logger=_ws_logger,
-        )
+        # None until the fast path upgrades the connection or hands it to websockets' parser.
+        self._proto: Protocol | None = None
+        # The request head received so far; None once it was read (or went to the parser).
+        self._head: bytes | None = b""
+        self._handshaking = False  # counted in the server's pending handshakes
         self._transport: asyncio.Transport | None = None
         self._session: Session | None = None
         self._buf: list[bytes] = []
@@ -166,13 +190,35 @@ class NativeConnection(asyncio.Protocol, Connection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
-        self._server.connections.add(self)
-        self._timer = self._server.loop.call_later(
-            self._server.app.limits.handshake_timeout, self._abort)
+        server = self._server
+        server.connections.add(self)
+        server.handshaking += 1
+        self._handshaking = True
+        self._timer = server.loop.call_later(server.app.limits.handshake_timeout, self._abort)
 
     def data_received(self, data: bytes) -> None:
         self._seen = True
         proto = self._proto
+        if proto is None:
+            if self._head is None:
+                return  # the answer is decided or sent; a client must wait for it (§4.1)
+            head = self._head + data if self._head else data
+            end = head.find(b"\r\n\r\n")
+            if end < 0 and len(head) <= MAX_HEAD:
+                self._head = head  # the rest of the head is on its way
+                return
+            self._head = None
+            request = parse_request(head) if end + 4 == len(head) <= MAX_HEAD else None
+            if request is not None:
+                self._fast_handshake(request)
+                return
+            # Unusual, or more than a request: websockets' parser reads all of it.
+            proto = self._proto = _ServerProtocol(
+                select_subprotocol=select_subprotocol,
+                max_size=self._server.app.limits.max_message_size,
+                logger=_ws_logger,
+            )
+            data = head
         proto.receive_data(data)
         for event in proto.events_received():
             if isinstance(event, Frame):
@@ -187,12 +233,14 @@ class NativeConnection(asyncio.Protocol, Connection):
         # The peer left: the protocol is finished before connection_lost runs,
         # so nothing may try to send a close or a ping in between.
         self._open = False
-        self._proto.receive_eof()
-        self._pump()
-        return None
+        if self._proto is not None:
+            self._proto.receive_eof()
+            self._pump()
+        return None  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._open = False
+        self._answered()
         for timer in (self._timer, self._close_timer):
             if timer is not None:
                 timer.cancel()
@@ -201,8 +249,15 @@ class NativeConnection(asyncio.Protocol, Connection):
         if self._counted_ip is not None:
             self._server.app.door.guard.closed(self._counted_ip)
         self._server.forget(self)
-        if self._session is not None:
-            self._session.closed()
+        # Drop the links back to this connection (its session's socket, the
+        # transport, the protocol's parser): it is then freed as soon as the
+        # application lets go of its socket, not by a cyclic garbage collection,
+        # which costs a storm of short connections dearly.
+        session, self._session = self._session, None
+        self._transport = None
+        self._proto = None
+        if session is not None:
+            session.closed()
 
     def pause_writing(self) -> None:
         pass  # the send-queue limit, checked at each flush, bounds memory instead
@@ -212,24 +267,105 @@ class NativeConnection(asyncio.Protocol, Connection):
 
     # handshake: the acceptor decides, this door reads and writes
 
-    def _handshake(self, request: Request) -> None:
+    def _answered(self) -> None:
+        """The handshake got its answer (or the connection is gone): no longer pending."""
+        if self._handshaking:
+            self._handshaking = False
+            self._server.handshaking -= 1
+
+    def _admit(self) -> bool:
+        """
+        Whether to handle the request now: past ``max_pending_handshakes`` it is
+        answered 503 with ``Retry-After`` instead of joining the queue.
+        """
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        assert self._transport is not None
         server = self._server
+        limit = server.app.max_pending_handshakes
+        if limit is None or server.handshaking <= limit:
+            return True
+        refused = server.app.acceptor.refused
+        if refused is not None:
+            refused(BUSY.status)
+        return False
+
+    def _peer(self) -> tuple[str, int] | None:
+        assert self._transport is not None
         peer = self._transport.get_extra_info("peername")
-        hs = HandshakeRequest.from_target(
-            request.path, request.headers.raw_items(),
-            (peer[0], peer[1]) if isinstance(peer, tuple) else None,
-        )
+        return (peer[0], peer[1]) if isinstance(peer, tuple) else None
+
+    def _fast_handshake(self, request: UpgradeRequest) -> None:
+        if not self._admit():
+            self._answer(BUSY)
+            return
+        server = self._server
+        hs = HandshakeRequest.from_target(request.target, request.headers, self._peer())
+        decision = server.app.acceptor.decide(
+            hs, server.loop.time(), method="GET", websocket=request.websocket)
+        if isinstance(decision, Pending):
+            # An authenticator or an async endpoint may do I/O: hold the connection meanwhile.
+            assert self._transport is not None
+            self._transport.pause_reading()
+            server.app._owner.spawn(self._fast_decide_later(request, decision), name="handshake")
+        elif isinstance(decision, Accept):
+            self._upgrade(request, decision)
+        else:
+            self._answer(decision)
+
+    async def _fast_decide_later(self, request: UpgradeRequest, pending: Pending) -> None:
+        decision = await pending
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if isinstance(decision, Accept):
+            self._upgrade(request, decision)
+        else:
+            self._answer(decision)
+        transport.resume_reading()
+
+    def _answer(self, response: HttpResponse) -> None:
+        """Send ``response`` instead of an upgrade, then close (as websockets does)."""
+        self._answered()
+        self._write(_response(response).serialize())
+        self._eof = True
+
+    def _upgrade(self, request: UpgradeRequest, accept: Accept) -> None:
+        """Accept a handshake the fast path checked: answer 101, then speak frames."""
+        route = accept.route
+        extensions: list[Extension] = []
+        answer = None
+        if route.compression and request.extensions:
+            answer, extensions = negotiate(request.extensions, [_DEFLATE])
+        subprotocol = Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in request.subprotocols else None
+        self._write(accept_response(request.key, subprotocol, answer, time.time()))
+        self._answered()
+        proto = self._proto = _OpenProtocol(SERVER, max_size=route.max_message_size,
+                                            logger=_ws_logger)
+        proto.extensions = extensions
+        proto.subprotocol = subprotocol
+        self._opened(accept)
+
+    def _write(self, data: bytes) -> None:
+        if not self._buf:
+            self._server.mark_dirty(self)
+        self._buf.append(data)
+
+    # handshake: anything unusual, read by websockets' parser
+
+    def _handshake(self, request: Request) -> None:
+        if not self._admit():
+            self._respond(BUSY)
+            return
+        server = self._server
+        hs = HandshakeRequest.from_target(request.path, request.headers.raw_items(), self._peer())
         upgrade = request.headers.get_all("Upgrade")
         decision = server.app.acceptor.decide(
             hs, server.loop.time(), method=request.method,
             websocket=any("websocket" in value.lower() for value in upgrade),
         )
         if isinstance(decision, Pending):
-            # An authenticator or an async endpoint may do I/O: hold the connection meanwhile.
+            assert self._transport is not None
             self._transport.pause_reading()
             server.app._owner.spawn(self._decide_later(request, decision), name="handshake")
         elif isinstance(decision, Accept):
@@ -250,23 +386,34 @@ class NativeConnection(asyncio.Protocol, Connection):
         transport.resume_reading()
 
     def _respond(self, response: HttpResponse) -> None:
+        assert isinstance(self._proto, ServerProtocol)
+        self._answered()
         self._proto.send_response(_response(response))
 
     def _accept(self, request: Request, accept: Accept) -> None:
-        app = self._server.app
-        route, admission = accept.route, accept.admission
+        route = accept.route
         proto = self._proto
+        assert isinstance(proto, ServerProtocol)
         proto.max_message_size = route.max_message_size
-        self._max_send_queue = route.max_send_queue
         proto.available_extensions = [_DEFLATE] if route.compression else None
         response = proto.accept(request)
         proto.send_response(response)
+        self._pump()  # the answer goes out before anything on_connect sends
+        self._answered()
         # websockets' parser generator keeps the request alive for the whole
         # connection; its headers are copied into the HandshakeRequest, so free them (~1 KiB).
         request.headers.clear()
-        if response.status_code != 101:
-            return
+        if response.status_code == 101:
+            self._opened(accept)
+
+    def _opened(self, accept: Accept) -> None:
+        """The 101 is on its way: start the session."""
+        app = self._server.app
+        route, admission = accept.route, accept.admission
+        proto = self._proto
+        assert proto is not None
         self._open = True
+        self._max_send_queue = route.max_send_queue
         self.tagged = proto.subprotocol == SUBPROTOCOL
         for extension in proto.extensions:
             if isinstance(extension, PerMessageDeflate):
@@ -333,6 +480,7 @@ class NativeConnection(asyncio.Protocol, Connection):
 
     def _invalid_utf8(self) -> None:
         # RFC 6455 §8.1: invalid UTF-8 in a text message fails the connection.
+        assert self._proto is not None
         self._proto.fail(1007, "invalid UTF-8 in a text message")
         self._open = False
 
@@ -378,6 +526,7 @@ class NativeConnection(asyncio.Protocol, Connection):
         if not self._open:
             return
         self._open = False
+        assert self._proto is not None
         self._proto.send_close(code, reason)
         self._pump()
         self._close_timer = self._server.loop.call_later(
@@ -391,6 +540,8 @@ class NativeConnection(asyncio.Protocol, Connection):
 
     def _pump(self) -> None:
         """Move what the protocol wants to send into the corked buffer."""
+        if self._proto is None:
+            return
         for data in self._proto.data_to_send():
             if not data:  # SEND_EOF: close the TCP connection once flushed
                 self._eof = True
@@ -440,6 +591,7 @@ class NativeConnection(asyncio.Protocol, Connection):
                 self._open = False
                 self._abort()
         elif self._open and now - self._last_seen >= interval:
+            assert self._proto is not None
             self._proto.send_ping(b"")
             self._ping_sent = now
             self._pump()
@@ -452,6 +604,8 @@ class NativeServer:
         self.app = app
         self.loop = loop
         self.connections: set[NativeConnection] = set()
+        #: Connections still waiting for the answer to their handshake.
+        self.handshaking = 0
         self._dirty: list[NativeConnection] = []
         self._flush_scheduled = False
         self._server: asyncio.Server | None = None
@@ -470,8 +624,8 @@ class NativeServer:
         kernel spreads connections over them (``nucleus serve --workers``).
         """
         self._server = await self.loop.create_server(
-            lambda: NativeConnection(self), host, port, backlog=4096, reuse_address=True,
-            reuse_port=reuse_port)
+            lambda: NativeConnection(self), host, port, backlog=self.app.backlog,
+            reuse_address=True, reuse_port=reuse_port)
         limits = self.app.limits
         if limits.ping_interval is not None:
             self._keepalive = self.loop.create_task(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
@@ -69,6 +70,12 @@ DEFAULT_RATE_LIMIT = RateLimit()
 #: little on them and its header bits can make them larger.
 DEFAULT_COMPRESSION_THRESHOLD = 512
 
+#: Listen backlog: connections the kernel holds for the server to accept (a storm's worth).
+DEFAULT_BACKLOG = 4096
+
+#: Handshakes that may wait for their answer before new ones are answered 503.
+DEFAULT_MAX_PENDING_HANDSHAKES = 2048
+
 #: Seconds between sweeps of expired backend state (room histories).
 HOUSEKEEPING_INTERVAL = 30.0
 
@@ -109,6 +116,8 @@ class StreamServer:
       behind a proxy every client shares its address.
     - ``trusted_proxies``: addresses or networks (``"10.0.0.0/8"``) whose
       ``X-Forwarded-For`` gives the client's address for those caps.
+    - ``max_pending_handshakes``, ``backlog``: for connection storms (every
+      client reconnecting after a deploy), see below.
 
     Besides its routes it answers ``GET /nucleus/stream.js`` (the browser
     client) and ``GET /nucleus/stream.d.ts`` (its TypeScript declarations;
@@ -121,6 +130,13 @@ class StreamServer:
     ``compression_threshold`` bytes (default 512) are sent uncompressed. Under
     an ASGI server, compression is that server's (uvicorn:
     ``--ws-per-message-deflate``) and these settings do nothing.
+
+    A connection storm is met by a listen ``backlog`` of 4,096 connections
+    by default, and on the native door by admission: while more than
+    ``max_pending_handshakes`` connections (default 2,048) wait for the answer
+    to their handshake, a new request is answered 503 with ``Retry-After: 1``,
+    which the library clients retry after their backoff, rather than queueing
+    work the server cannot finish in time (``None`` turns this off).
     """
 
     def __init__(
@@ -138,6 +154,8 @@ class StreamServer:
         shutdown_timeout: float = 15.0,
         max_connections_per_ip: int | None = None,
         max_handshakes_per_ip: float | None = None,
+        max_pending_handshakes: int | None = DEFAULT_MAX_PENDING_HANDSHAKES,
+        backlog: int = DEFAULT_BACKLOG,
         trusted_proxies: Iterable[str] = (),
         serve_client: bool = True,
         health_path: str | None = HEALTH_ROUTE,
@@ -161,6 +179,13 @@ class StreamServer:
         self.compression_threshold = compression_threshold
         self.hello_timeout = hello_timeout
         self.shutdown_timeout = shutdown_timeout
+        if max_pending_handshakes is not None and max_pending_handshakes < 1:
+            raise ConfigError(
+                f"max_pending_handshakes must be 1 or more, or None, got {max_pending_handshakes}")
+        if backlog < 1:
+            raise ConfigError(f"backlog must be 1 or more, got {backlog}")
+        self.max_pending_handshakes = max_pending_handshakes
+        self.backlog = backlog
         self.door = DoorPolicy(
             max_connections_per_ip=max_connections_per_ip,
             max_handshakes_per_ip=max_handshakes_per_ip,
@@ -175,6 +200,8 @@ class StreamServer:
         self._owner = TaskOwner()
         self._background_tasks = TaskOwner()
         self._native: NativeServer | None = None
+        # Set where this server owns its process (run(), nucleus serve's workers).
+        self._freeze_after_start = False
         self._asgi_connections: set[AsgiConnection] = set()
         self._started = False
         self._starting: asyncio.Lock | None = None
@@ -438,11 +465,18 @@ class StreamServer:
         await self._ensure_started()
         self._native = NativeServer(self, asyncio.get_running_loop())
         try:
-            return await self._native.start(host, port, reuse_port=reuse_port)
+            bound = await self._native.start(host, port, reuse_port=reuse_port)
         except BaseException:
             self._native = None
             await self._shutdown()
             raise
+        if self._freeze_after_start:
+            # What start-up made (modules, routes, the hub) lives as long as the
+            # process: keep it out of every full collection, which a connection
+            # storm otherwise triggers again and again (gc.freeze, 3.7+).
+            gc.collect()
+            gc.freeze()
+        return bound
 
     async def aclose(self) -> None:
         """Stop: refuse new connections, close every socket with 1001, run hooks. Idempotent."""
@@ -474,7 +508,9 @@ class StreamServer:
     ) -> None:
         """
         Serve in the foreground; SIGTERM or SIGINT stops gracefully (exit status 0).
-        ``reuse_port``: see :meth:`start`.
+        ``reuse_port``: see :meth:`start`. The process is the server's: once it
+        listens, the objects start-up made are frozen out of the garbage
+        collector's full passes (``gc.freeze()``).
         """
         if not logging.getLogger().handlers:
             from .._logs import configure
@@ -485,6 +521,7 @@ class StreamServer:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
+            self._freeze_after_start = True
             await self.serve(host, port, reuse_port=reuse_port)
 
         try:

@@ -49,6 +49,9 @@ _encode_json = msgspec.json.encode
 #: A client's heartbeat, as the reference client writes it.
 PING: Final = '{"type":"ping"}'
 
+#: Shared by every session whose hello asked for no presence (``frozenset()`` is a new object).
+_NO_CHANNELS: Final[frozenset[str]] = frozenset()
+
 #: How many received messages may wait for the handler before reading pauses.
 PAUSE_AT: Final = 64
 RESUME_AT: Final = 16
@@ -75,6 +78,7 @@ class Session:
         "_paused",
         "_refused",
         "_resume",
+        "_running",
         "_task",
         "handler",
         "hub",
@@ -101,13 +105,16 @@ class Session:
         # Created when work arrives, dropped when drained: an idle socket holds none.
         self._inbox: deque[Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        # True from the push that starts a drain until the drain ends: a push
+        # made meanwhile (even from within an eager first step) joins the inbox.
+        self._running = False
         self._paused = False
         self._refused = False
         self._closed = False
         self._connected = False
         self._hello_timer: asyncio.TimerHandle | None = None
         # Channels whose presence the hello asked for.
-        self._hello_presence: frozenset[str] = frozenset()
+        self._hello_presence: frozenset[str] = _NO_CHANNELS
         self._expiry: asyncio.TimerHandle | None = None
 
     @property
@@ -230,8 +237,11 @@ class Session:
         if self._inbox is None:
             self._inbox = deque()
         self._inbox.append(item)
-        if self._task is None:
-            self._task = self._owner.spawn(self._drain(), name=f"socket {self.socket.id}")
+        if not self._running:
+            self._running = True
+            # Eager where Python allows: an on_connect that never suspends is
+            # done before this returns (see TaskOwner.start).
+            self._task = self._owner.start(self._drain(), name=f"socket {self.socket.id}")
 
     async def _drain(self) -> None:
         inbox = self._inbox
@@ -254,6 +264,7 @@ class Session:
                     await self._on_message(item)
         finally:
             self._task = None
+            self._running = False
             if not inbox:
                 self._inbox = None
 
@@ -306,7 +317,7 @@ class Session:
         # Channels the hello asked for that on_connect did not join are
         # subscribe requests.
         positions = self.hub._positions.pop(socket.id, None) or {}
-        watch, self._hello_presence = self._hello_presence, frozenset()
+        watch, self._hello_presence = self._hello_presence, _NO_CHANNELS
         if socket.is_open:
             for channel, (epoch, offset) in positions.items():
                 await self._subscribe(
