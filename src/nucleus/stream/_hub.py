@@ -416,7 +416,14 @@ class StreamHub(Delivery):
         return here + await self.backend.disconnect_user(user_id, code, reason)
 
     async def identify(self, socket_id: str, user_id: str) -> None:
-        """Bind ``user_id`` to a socket on any node (e.g. after checking a token)."""
+        """
+        Bind ``user_id`` to a socket on any node (e.g. after checking a token).
+
+        For a socket of this node it is done when this returns. For a socket of
+        another node (Redis backend), this returns once the request is on its
+        way; that node applies it when Redis delivers it, moments later.
+        Raises :class:`SocketNotFound` if the socket is open nowhere.
+        """
         if not isinstance(user_id, str) or not user_id:
             raise ChannelError("a user id is a non-empty string")
         socket = self._registry.find(socket_id)
