@@ -26,12 +26,12 @@ import logging
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from . import _tagged
 from ._backend import Backend, Delivery, MemoryBackend
 from ._errors import BackendError, ChannelError, SocketClosed
 from ._history import HistoryPolicy, Publication, Recovery
 from ._message import SocketMessage, payload_size
 from ._metrics import Metrics
+from ._protocol import presence_diff, presence_state
 from ._registry import Registry
 from ._socket import WebSocket
 from ._tasks import TaskOwner
@@ -122,8 +122,6 @@ class StreamHub(Delivery):
         self._registry: Registry[WebSocket] = Registry()
         self._rules: list[tuple[str, HistoryPolicy]] = []
         self._policy_cache: dict[str, HistoryPolicy] = {}
-        # Resume positions a tagged client announced in its hello, per socket.
-        self._positions: dict[str, dict[str, tuple[str | None, int | None]]] = {}
         # Joins in flight, or whose live stream has not yet passed the replay:
         # room -> socket id -> join.
         self._pending: dict[str, dict[str, _Join]] = {}
@@ -199,8 +197,9 @@ class StreamHub(Delivery):
         if pending is not None:
             pending.pop(socket.id, None)  # its join, still in flight, is void
         self._unwatch(room, socket.id)
-        if socket.tagged and (left or request_id is not None):
-            socket.deliver_control(_tagged.Left(room, request_id))
+        protocol = socket._protocol
+        if protocol is not None and (left or request_id is not None):
+            socket.deliver_encoded(protocol.left(room, request_id))
         if left:
             if not self._registry.members(room):
                 await self.backend.room_inactive(room)
@@ -218,8 +217,8 @@ class StreamHub(Delivery):
                 f"{room!r} is a private user room: only sockets identified as that user "
                 "may join it (call hub.identify() first)"
             )
-        if socket.tagged and resume is None:
-            resume = self._positions.get(socket.id, {}).pop(room, None)
+        if socket._protocol is not None and resume is None:
+            resume = socket._protocol.take_position(room)  # from its hello
         if not self._registry.join(socket.id, room):
             if socket.tagged:
                 await self._confirm(socket, room, request_id, resume)
@@ -307,7 +306,9 @@ class StreamHub(Delivery):
         self, socket: WebSocket, room: str, epoch: str, offset: int,
         recovered: bool | None, request_id: int | None,
     ) -> None:
-        socket.deliver_control(_tagged.Joined(room, epoch, offset, recovered, request_id))
+        protocol = socket._protocol
+        assert protocol is not None
+        socket.deliver_encoded(protocol.joined(room, epoch, offset, recovered, request_id))
 
     # room presence
 
@@ -333,7 +334,7 @@ class StreamHub(Delivery):
                 if self._watchers.get(room, {}).get(socket_id) is not None:
                     self._unwatch(room, socket_id)
             raise
-        state = _tagged.encode(_tagged.PresenceState(room, users))
+        state = presence_state(room, users)
         watchers = self._watchers.get(room, {})
         for socket_id in socket_ids:
             held = watchers.get(socket_id)
@@ -343,7 +344,7 @@ class StreamHub(Delivery):
             watchers[socket_id] = None
             socket.deliver_encoded(state)
             for user_id, present in held:
-                socket.deliver_control(_tagged.PresenceDiff.of(room, user_id, present))
+                socket.deliver_encoded(presence_diff(room, user_id, present))
 
     def _unwatch(self, room: str, socket_id: str) -> None:
         watchers = self._watchers.get(room)
@@ -590,7 +591,7 @@ class StreamHub(Delivery):
             socket = self._registry.find(socket_id)
             if socket is not None:
                 if encoded is None:
-                    encoded = _tagged.encode(_tagged.PresenceDiff.of(room, user_id, present))
+                    encoded = presence_diff(room, user_id, present)
                 socket.deliver_encoded(encoded)
 
     def presence_stale(self, room: str) -> None:
@@ -656,7 +657,6 @@ class StreamHub(Delivery):
 
     async def _detach(self, socket_id: str) -> None:
         """Forget a socket here, then in the backend (whose failure is logged, not raised)."""
-        self._positions.pop(socket_id, None)
         departure = self._registry.remove(socket_id)
         for room in departure.rooms:
             self._unhold(room, socket_id)
@@ -668,6 +668,5 @@ class StreamHub(Delivery):
 
     def _is_empty(self) -> bool:
         """True when no socket, room, user or join entry is held (leak checks)."""
-        return (self._registry.is_empty() and not self._positions and not self._pending
-                and not self._watchers)
+        return self._registry.is_empty() and not self._pending and not self._watchers
 

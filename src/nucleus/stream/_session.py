@@ -7,8 +7,9 @@ message in arrival order, one at a time, then ``on_disconnect`` exactly once,
 after the socket has left every room. No task exists while a socket is idle:
 one is started when work arrives and ends when the inbox is empty.
 
-For ``nucleus.v1`` clients it also answers the control frames (hello, sub,
-unsub) described in ``docs/protocol.md``.
+For ``nucleus.v1`` clients, the socket's :class:`TaggedProtocol` reads the
+frames and writes the answers; the session acts on what they ask (subscribe,
+request, refresh...) and queues the answers in order.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import msgspec
 
 from . import _tagged
 from ._errors import BackendError, InvalidMessage, RequestError, StreamError
-from ._message import Binary, SocketMessage, Text, decode_as, payload_size
+from ._message import SocketMessage, Text, decode_as, payload_size
+from ._protocol import Answer, Encoded, Event, Message, PingReceived, Started, error_frame
 from ._ratelimit import RATE_LIMITED, Verdict
 
 if TYPE_CHECKING:
@@ -44,13 +46,6 @@ _CLOSED: Final = "closed"
 TOKEN_EXPIRED: Final = 4001
 
 _decode_json = msgspec.json.decode
-_encode_json = msgspec.json.encode
-
-#: A client's heartbeat, as the reference client writes it.
-PING: Final = '{"type":"ping"}'
-
-#: Shared by every session whose hello asked for no presence (``frozenset()`` is a new object).
-_NO_CHANNELS: Final[frozenset[str]] = frozenset()
 
 #: How many received messages may wait for the handler before reading pauses.
 PAUSE_AT: Final = 64
@@ -70,12 +65,12 @@ class Session:
         "_closed",
         "_connected",
         "_expiry",
-        "_hello_presence",
         "_hello_timer",
         "_inbox",
         "_owner",
         "_pause",
         "_paused",
+        "_protocol",
         "_refused",
         "_resume",
         "_running",
@@ -99,6 +94,8 @@ class Session:
         self.route = route
         self.handler = route.handler
         self.socket = socket
+        #: The socket's ``nucleus.v1`` state machine; None for a plain WebSocket.
+        self._protocol = socket._protocol
         self._owner = owner
         self._pause = pause
         self._resume = resume
@@ -113,13 +110,11 @@ class Session:
         self._closed = False
         self._connected = False
         self._hello_timer: asyncio.TimerHandle | None = None
-        # Channels whose presence the hello asked for.
-        self._hello_presence: frozenset[str] = _NO_CHANNELS
         self._expiry: asyncio.TimerHandle | None = None
 
     @property
     def tagged(self) -> bool:
-        return self.socket.tagged
+        return self._protocol is not None
 
     # what the front door reports
 
@@ -153,7 +148,11 @@ class Session:
         self.socket.close_nowait(TOKEN_EXPIRED, "token expired")
 
     def _connect_now(self) -> None:
-        self._hello_timer = None
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
+        if self._protocol is not None:
+            self._protocol.start()  # a hello from now on is refused
         if not self._connected:
             self._connected = True
             self._push(_CONNECT)
@@ -174,16 +173,19 @@ class Session:
                 else:
                     self.socket.close_nowait(RATE_LIMITED, "rate limited: back off and reconnect")
                 return
-        if self.tagged:
-            if not self._connected:
-                self._on_first_tagged_frame(msg)
-                return
-            if isinstance(msg, Text) and msg.text == PING:
-                # Answered at once, not after the handler's queue: a busy
-                # handler must not look like a dead link to the client.
-                self.socket.deliver_encoded(_tagged.PONG)
-                return
-        self._push(msg)
+        protocol = self._protocol
+        if protocol is None:
+            self._push(msg)
+        else:
+            for event in protocol.receive(msg):
+                if isinstance(event, Started):
+                    self._connect_now()
+                elif isinstance(event, PingReceived):
+                    # Answered at once, not after the handler's queue: a busy
+                    # handler must not look like a dead link to the client.
+                    self.socket.deliver_encoded(protocol.pong())
+                else:
+                    self._push(event)
         if not self._paused and self._inbox is not None and len(self._inbox) >= PAUSE_AT:
             self._paused = True
             self._pause()
@@ -191,16 +193,10 @@ class Session:
     def _rate_limited(self, msg: SocketMessage) -> None:
         """Say a frame was dropped; a dropped request gets its reply, so it never hangs."""
         text = "too many messages: this one was dropped"
-        if self.tagged and isinstance(msg, Text) and '"req"' in msg.text:
-            try:
-                frame = _tagged.parse(msg.text)
-            except InvalidMessage:
-                frame = None
-            if isinstance(frame, _tagged.Req):
-                failure = _tagged.Failure("rate_limited", text)
-                self.socket.deliver_control(_tagged.Reply(frame.id, error=failure))
-                return
-        self._error("rate_limited", text)
+        if self._protocol is None:
+            self.socket.deliver_encoded(error_frame("rate_limited", text))
+        else:
+            self.socket.deliver_encoded(self._protocol.dropped(msg, "rate_limited", text))
 
     def closed(self) -> None:
         """The connection is gone; call once, whatever ended it."""
@@ -211,9 +207,10 @@ class Session:
             self.hub.metrics.closed(self.route.path)
         if logger.isEnabledFor(logging.INFO):
             logger.info("connection closed", extra=self._fields())
-        for timer in (self._hello_timer, self._expiry):
-            if timer is not None:
-                timer.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._protocol is not None:
+            self._protocol.close()
         if self.route.limiter is not None:
             self.route.limiter.forget_socket(self.socket.id)
         self._connect_now()
@@ -258,10 +255,10 @@ class Session:
                     await self._run_disconnect()
                 elif self._refused:
                     continue  # no message is handled without an accepting on_connect
-                elif self.tagged:
-                    await self._run_tagged(item)
-                else:
+                elif isinstance(item, SocketMessage):
                     await self._on_message(item)
+                else:
+                    await self._run_tagged(item)
         finally:
             self._task = None
             self._running = False
@@ -314,10 +311,11 @@ class Session:
             # meanwhile must not reach on_message as if it had been accepted.
             self._refused = True
             return
+        if self._protocol is None:
+            return
         # Channels the hello asked for that on_connect did not join are
         # subscribe requests.
-        positions = self.hub._positions.pop(socket.id, None) or {}
-        watch, self._hello_presence = self._hello_presence, _NO_CHANNELS
+        positions, watch = self._protocol.take_hello()
         if socket.is_open:
             for channel, (epoch, offset) in positions.items():
                 await self._subscribe(
@@ -333,71 +331,28 @@ class Session:
 
     # nucleus.v1
 
-    def _on_first_tagged_frame(self, msg: SocketMessage) -> None:
-        """
-        Before on_connect, a tagged client must say hello with its resume
-        positions. A malformed frame is answered and the hello still awaited
-        (until ``hello_timeout``); any other frame starts the socket without
-        positions, and is then handled.
-        """
-        frame: _tagged.ClientFrame | None = None
-        if isinstance(msg, Text):
-            try:
-                frame = _tagged.parse(msg.text)
-            except InvalidMessage as exc:
-                self._error("bad_request", f"not a nucleus.v1 frame: {exc}; the first frame "
-                            "must be a hello (see docs/protocol.md)")
-                return
-        if self._hello_timer is not None:
-            self._hello_timer.cancel()
-        if isinstance(frame, _tagged.Hello):
-            self.hub._positions[self.socket.id] = {
-                name: (pos.epoch, pos.offset) for name, pos in frame.channels.items()
-            }
-            self._hello_presence = frozenset(
-                name for name, pos in frame.channels.items() if pos.presence)
-            self._connect_now()
-            return
-        self._connect_now()
-        self._error("bad_request", "the first frame must be a hello (see docs/protocol.md)")
-        self._push(msg)
-
-    async def _run_tagged(self, msg: SocketMessage) -> None:
-        if isinstance(msg, Binary):
-            await self._on_message(msg)
-            return
-        assert isinstance(msg, Text)
-        try:
-            frame = _tagged.parse(msg.text)
-        except InvalidMessage as exc:
-            self._error("bad_request", f"not a nucleus.v1 frame: {exc}")
-            return
-        if isinstance(frame, _tagged.Msg):
-            if frame.text is not None:
-                app_msg: SocketMessage = Text(frame.text)
-            elif frame.data:
-                app_msg = Text(bytes(frame.data).decode())
-            else:
-                self._error("bad_request", "a msg frame needs text or data")
-                return
-            await self._on_message(app_msg)
-        elif isinstance(frame, _tagged.Req):
-            await self._request(frame)
-        elif isinstance(frame, _tagged.Sub):
-            await self._subscribe(frame)
-        elif isinstance(frame, _tagged.Unsub):
-            await self._unsubscribe(frame)
-        elif isinstance(frame, _tagged.Ping):
-            self.socket.deliver_encoded(_tagged.PONG)
-        elif isinstance(frame, _tagged.Hello):
-            self._error("bad_request", "hello is only valid as the first frame")
-        else:
-            self._refresh(frame)
+    async def _run_tagged(self, event: Event) -> None:
+        """Act on what a library client's frame asked for, in arrival order."""
+        if isinstance(event, Message):
+            await self._on_message(event.msg)
+        elif isinstance(event, Answer):
+            self.socket.deliver_encoded(event.frame)
+        elif isinstance(event, _tagged.Req):
+            await self._request(event)
+        elif isinstance(event, _tagged.Sub):
+            await self._subscribe(event)
+        elif isinstance(event, _tagged.Unsub):
+            await self._unsubscribe(event)
+        elif isinstance(event, _tagged.Refresh):
+            self._refresh(event)
 
     async def _request(self, frame: _tagged.Req) -> None:
         """Ask ``on_request`` and answer with a ``reply``: its value, or why not."""
+        protocol = self._protocol
+        assert protocol is not None
         data: Any
         model = self.route.message_model
+        reply: Encoded
         try:
             if frame.text is not None:
                 data = frame.text if model is None else decode_as(frame.text, model)
@@ -407,18 +362,17 @@ class Session:
             else:
                 raise RequestError("bad_request", "a req frame needs text or data")
             result = await self.handler.on_request(self.hub, self.socket, data)
-            reply = _tagged.Reply(frame.id, msgspec.Raw(_encode_json(result)))
+            reply = protocol.reply(frame.id, result)
         except RequestError as exc:
-            reply = _tagged.Reply(frame.id, error=_tagged.Failure(exc.code, exc.message))
+            reply = protocol.reply_error(frame.id, exc.code, exc.message)
         except InvalidMessage as exc:
-            reply = _tagged.Reply(frame.id, error=_tagged.Failure(
-                "invalid", f"invalid {_name(model)}: {exc}"))
+            reply = protocol.reply_error(frame.id, "invalid", f"invalid {_name(model)}: {exc}")
         except Exception:
             logger.exception("%s.on_request failed on socket %s (route %s)",
                              type(self.handler).__name__, self.socket.id, self.socket.route)
-            reply = _tagged.Reply(frame.id, error=_tagged.Failure(
-                "internal", "the server failed to answer this request"))
-        self.socket.deliver_control(reply)
+            reply = protocol.reply_error(
+                frame.id, "internal", "the server failed to answer this request")
+        self.socket.deliver_encoded(reply)
 
     def _refresh(self, frame: _tagged.Refresh) -> None:
         """In-band token refresh: same user, new expiry; a bad token changes nothing."""
@@ -431,7 +385,8 @@ class Session:
             self._error("unauthorized", "token refused", frame.id)
             return
         self._schedule_expiry(claims.expires_at)
-        self.socket.deliver_control(_tagged.Refreshed(frame.id))
+        assert self._protocol is not None
+        self.socket.deliver_encoded(self._protocol.refreshed(frame.id))
 
     async def _subscribe(self, frame: _tagged.Sub) -> None:
         socket, channel = self.socket, frame.channel
@@ -478,7 +433,8 @@ class Session:
 
     def _presence_error(self, code: str, message: str, channel: str) -> None:
         # Not marked with "channel": the subscription itself stands.
-        self.socket.deliver_control(_tagged.Error(code, message, presence=channel))
+        assert self._protocol is not None
+        self.socket.deliver_encoded(self._protocol.presence_refused(channel, code, message))
 
     async def _unsubscribe(self, frame: _tagged.Unsub) -> None:
         socket, channel = self.socket, frame.channel
@@ -493,4 +449,4 @@ class Session:
     def _error(self, code: str, message: str, request_id: int | None = None,
                channel: str | None = None) -> None:
         """Tell the client what went wrong (raw clients get the same JSON frame)."""
-        self.socket.deliver_control(_tagged.Error(code, message, request_id, channel))
+        self.socket.deliver_encoded(error_frame(code, message, request_id, channel))

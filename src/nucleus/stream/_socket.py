@@ -17,8 +17,8 @@ from typing import Any
 
 from ._errors import SocketClosed
 from ._message import SocketMessage
+from ._protocol import TaggedProtocol
 from ._request import HandshakeRequest, Headers
-from ._tagged import ServerFrame, encode
 from ._wire import Outgoing
 
 __all__ = ["Connection", "WebSocket", "new_socket_id"]
@@ -71,6 +71,7 @@ class WebSocket:
     __slots__ = (
         "_conn",
         "_connecting",
+        "_protocol",
         "_refused",
         "_request",
         "_state",
@@ -102,6 +103,9 @@ class WebSocket:
         self.subprotocol: str | None = subprotocol
         self._request = request
         self._conn = conn
+        # The nucleus.v1 conversation of a library client (the session and the
+        # hub write its frames through it); None for a plain WebSocket.
+        self._protocol = TaggedProtocol() if conn.tagged else None
         #: Queue a shared outgoing message; never blocks (the hub's fan-out path).
         self.deliver = conn.deliver
         self._state: dict[str, Any] | None = None
@@ -150,14 +154,10 @@ class WebSocket:
     @property
     def tagged(self) -> bool:
         """True when the peer speaks ``nucleus.v1`` (the library clients)."""
-        return self._conn.tagged
-
-    def deliver_control(self, frame: ServerFrame) -> None:
-        """Queue a ``nucleus.v1`` control frame (``joined``, ``error``...); the server's own."""
-        self._conn.deliver_frame(*encode(frame))
+        return self._protocol is not None
 
     def deliver_encoded(self, encoded: tuple[bytes, str]) -> None:
-        """Queue a control frame encoded once (``_tagged.encode``) for many sockets."""
+        """Queue a control frame (``joined``, ``error``...), the server's own; never blocks."""
         self._conn.deliver_frame(*encoded)
 
     def close_nowait(self, code: int = 1000, reason: str = "") -> None:
