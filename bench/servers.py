@@ -41,7 +41,7 @@ SERVERS_DIR = BENCH_DIR / "servers"
 NODE_DIR = SERVERS_DIR / "node"
 LOG_DIR = BUILD_DIR / "logs"
 
-MEASURES = ("idle", "fanout", "latency", "handshakes", "opens")
+MEASURES = ("idle", "fanout", "serial", "latency", "handshakes", "opens")
 """What the runner measures, in this order; ``ServerSpec.measures`` picks from it."""
 
 
