@@ -31,7 +31,7 @@ from .errors import BrokerError, LoadgenFailed, ServerUnavailable
 from .loadgen import Loadgen, Result
 from .progress import Progress
 from .servers import MEASURES, SERVERS, ServerProcess, ServerSpec, prepare, shown_url
-from .system import core_busy, irq_time_accounting, stable_rss_kib
+from .system import core_busy, cpu_seconds, irq_time_accounting, open_sockets, stable_rss_kib
 
 __all__ = ["Plan", "run_plan"]
 
@@ -60,6 +60,42 @@ def _per_handshake(result: Result) -> Result:
     if result.get("handshakes") and "server_cpu_s" in result:
         result["server_cpu_us_per_handshake"] = result["server_cpu_s"] / result["handshakes"] * 1e6
     return result
+
+
+class _PerProcess:
+    """A server of several processes (``nucleus serve --workers``): each one's CPU time
+    over a load generator run (set-up and drain included) and the sockets it holds once
+    the measured window is under way, which show how the kernel spread the connections."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._pids = pids
+        self._cpu = {pid: self._cpu_s(pid) for pid in pids}
+        self._sockets: dict[int, int | None] = {}
+
+    @staticmethod
+    def _cpu_s(pid: int) -> float | None:
+        try:
+            return cpu_seconds(pid)
+        except OSError:  # it exited
+            return None
+
+    def on_progress(self, line: str) -> None:
+        """Count the sockets at the first progress line of the measured window."""
+        if self._sockets or not line.startswith("measure"):
+            return
+        for pid in self._pids:
+            try:
+                self._sockets[pid] = open_sockets(pid)
+            except OSError:
+                self._sockets[pid] = None
+
+    def report(self) -> list[dict[str, Any]]:
+        found = []
+        for pid in self._pids:
+            before, after = self._cpu[pid], self._cpu_s(pid)
+            cpu = round(after - before, 3) if before is not None and after is not None else None
+            found.append({"pid": pid, "run_cpu_s": cpu, "sockets": self._sockets.get(pid)})
+        return found
 
 
 @dataclass(frozen=True)
@@ -296,14 +332,24 @@ class _ServerRun:
         options: Mapping[str, object],
         on_ready: Callable[[], None] | None = None,
     ) -> Result:
+        pids = server.pids()
+        per_process = _PerProcess(pids) if len(pids) > 1 and mode != "idle" else None
+
+        def on_progress(line: str) -> None:
+            if per_process is not None:
+                per_process.on_progress(line)
+            self.progress.detail(line)
+
         result = self.loadgen.run(
             mode,
             server.port,
             options,
             timeout=self._timeout(),
-            on_progress=self.progress.detail,
+            on_progress=on_progress,
             on_ready=on_ready,
         )
+        if per_process is not None:
+            result["processes"] = per_process.report()
         if server.broker_pids and mode != "idle":
             result["broker_other_clients"] = self._other_redis_clients(result)
         return result

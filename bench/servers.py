@@ -89,7 +89,7 @@ def _nucleus_serve(workers: int) -> ServerSpec:
         python_modules=("nucleus.stream", "redis"),
         env={"PYTHONPATH": os.pathsep.join((_SRC, str(SERVERS_DIR))), **_QUIET},
         redis=True,
-        measures=("handshakes", "opens"),
+        measures=("fanout", "serial", "handshakes", "opens"),
         all_cores=True,
         serve_options=("--workers", "--backend"),
     )

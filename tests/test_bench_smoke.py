@@ -111,3 +111,23 @@ async def test_bench_smoke_run_with_the_redis_backend(tmp_path: Path) -> None:
     finally:
         await client.aclose()
     assert left == []
+
+
+async def test_bench_smoke_run_of_two_workers_fanning_out_through_redis(tmp_path: Path) -> None:
+    require_redis()
+    _, result = await run_smoke(
+        tmp_path / "smoke.json", "--servers", "nucleus-workers-2", "--require", "nucleus-workers-2",
+        "--measures", "fanout,serial", "--duration", "2", "--redis", REDIS_URL,
+    )
+    entry = result["servers"]["nucleus-workers-2"]
+    assert_serial_measured(result, "nucleus-workers-2", 200)
+    for mode in ("fanout", "serial"):
+        run = entry["subscribers"]["200"][mode]
+        assert run["check"]["ok"] and run["check"]["missing"] == 0, run["check"]
+        # SO_REUSEPORT spread the 200 subscribers over both workers, and the CPU
+        # time counted is that of every process of the server.
+        workers = [p for p in run["processes"] if (p["sockets"] or 0) >= 50]
+        assert len(workers) == 2, run["processes"]
+        assert all(p["run_cpu_s"] > 0 for p in workers), run["processes"]
+        assert run["server_cpu_s"] > 0
+
