@@ -3,10 +3,11 @@
  *
  * One process, one thread, one epoll loop, libc only. It is a minimal
  * RFC 6455 client: an HTTP/1.1 upgrade with a random Sec-WebSocket-Key whose
- * Sec-WebSocket-Accept answer is verified (a small SHA-1 lives below), masked
- * client frames (section 5.3), server frames parsed with 7/16/64-bit lengths,
- * fragmentation (5.4) and frames split across reads, pings answered with pongs
- * (5.5.2), and the closing handshake (5.5.1, 7).
+ * Sec-WebSocket-Accept answer is verified, masked client frames (section
+ * 5.3), server frames parsed with 7/16/64-bit lengths, fragmentation (5.4)
+ * and frames split across reads, pings answered with pongs (5.5.2), and the
+ * closing handshake (5.5.1, 7). The pieces it shares with storm.c (SHA-1,
+ * base64, frame encoding and parsing, the histogram) are in wsclient.h.
  *
  * Modes (see usage()):
  *   fanout      N subscribers, one publisher keeping W messages in flight; a
@@ -50,7 +51,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -58,11 +58,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NS_PER_S 1000000000ULL
-#define NS_PER_MS 1000000ULL
+#include "wsclient.h"
+
 #define MAX_EVENTS 4096
-#define MAX_FRAME (16u << 20)        /* larger server frames are a protocol error */
-#define MAX_HTTP_HEAD 16384          /* an upgrade response must fit in this */
 #define MAX_MSG_SIZE 65536
 #define PROBE_SETTLE_NS (200 * NS_PER_MS)
 #define HS_TIMEOUT_NS (5 * NS_PER_S)  /* a handshake-mode connect + upgrade */
@@ -71,14 +69,12 @@
 #define PROGRESS_EVERY_NS NS_PER_S
 #define SIO_PREFIX "42[\"msg\",\""
 #define SIO_PREFIX_LEN 10
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 enum mode { M_FANOUT, M_LATENCY, M_HANDSHAKES, M_IDLE, M_OPENS };
 enum dialect { D_RAW, D_SOCKETIO };
 enum role { R_SUB, R_PUB, R_HS, R_OPEN };
 enum cstate { S_FREE, S_CONNECTING, S_UPGRADING, S_EIO_OPEN, S_SIO_CONNECT, S_OPEN, S_CLOSING };
 enum phase { P_CONNECT, P_PROBE, P_WARMUP, P_MEASURE, P_DRAIN, P_HOLD, P_DONE };
-enum { OP_CONT = 0x0, OP_TEXT = 0x1, OP_BINARY = 0x2, OP_CLOSE = 0x8, OP_PING = 0x9, OP_PONG = 0xA };
 
 static const char *const mode_names[] = {"fanout", "latency", "handshakes", "idle", "opens"};
 static const char *const phase_names[] = {"connect", "probe", "warmup", "measure", "drain", "hold", "done"};
@@ -134,21 +130,6 @@ static struct {
 
 /* ---------------------------------------------------------------- utilities */
 
-static uint64_t mono_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t self_cpu_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t secs_to_ns(double s) { return (uint64_t)(s * (double)NS_PER_S); }
-static double ns_to_s(uint64_t ns) { return (double)ns / (double)NS_PER_S; }
-
 static void json_string(FILE *f, const char *s) {
     fputc('"', f);
     for (; *s; s++) {
@@ -177,224 +158,6 @@ __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt,
     exit(2);
 }
 
-/* xorshift64*: masking keys only need to differ per frame here (RFC 6455
- * 10.3 asks for unpredictability against proxies; there are none on
- * loopback). Handshake keys come from getrandom(). */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
-
-static uint64_t rng_next(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1DULL;
-}
-
-static void random_bytes(void *dst, size_t n) {
-    uint8_t *p = dst;
-    while (n > 0) {
-        ssize_t got = getrandom(p, n, 0);
-        if (got < 0) {
-            if (errno == EINTR)
-                continue;
-            die("getrandom: %s", strerror(errno));
-        }
-        p += got;
-        n -= (size_t)got;
-    }
-}
-
-/* ------------------------------------------------------- SHA-1 and base64 */
-
-static uint32_t rol32(uint32_t x, unsigned n) { return (x << n) | (x >> (32 - n)); }
-
-static void sha1_block(uint32_t h[5], const uint8_t *p) {
-    uint32_t w[80];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
-               (uint32_t)p[4 * i + 3];
-    for (int i = 16; i < 80; i++)
-        w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
-    for (int i = 0; i < 80; i++) {
-        uint32_t f, k;
-        if (i < 20) {
-            f = (b & c) | (~b & d);
-            k = 0x5A827999;
-        } else if (i < 40) {
-            f = b ^ c ^ d;
-            k = 0x6ED9EBA1;
-        } else if (i < 60) {
-            f = (b & c) | (b & d) | (c & d);
-            k = 0x8F1BBCDC;
-        } else {
-            f = b ^ c ^ d;
-            k = 0xCA62C1D6;
-        }
-        uint32_t t = rol32(a, 5) + f + e + k + w[i];
-        e = d;
-        d = c;
-        c = rol32(b, 30);
-        b = a;
-        a = t;
-    }
-    h[0] += a;
-    h[1] += b;
-    h[2] += c;
-    h[3] += d;
-    h[4] += e;
-}
-
-static void sha1(const uint8_t *data, size_t len, uint8_t out[20]) {
-    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
-    size_t i = 0;
-    for (; i + 64 <= len; i += 64)
-        sha1_block(h, data + i);
-    uint8_t tail[128] = {0};
-    size_t rem = len - i;
-    memcpy(tail, data + i, rem);
-    tail[rem] = 0x80;
-    size_t tail_len = rem + 1 + 8 <= 64 ? 64 : 128;
-    uint64_t bits = (uint64_t)len * 8;
-    for (int j = 0; j < 8; j++)
-        tail[tail_len - 1 - (size_t)j] = (uint8_t)(bits >> (8 * j));
-    sha1_block(h, tail);
-    if (tail_len == 128)
-        sha1_block(h, tail + 64);
-    for (int j = 0; j < 5; j++) {
-        out[4 * j] = (uint8_t)(h[j] >> 24);
-        out[4 * j + 1] = (uint8_t)(h[j] >> 16);
-        out[4 * j + 2] = (uint8_t)(h[j] >> 8);
-        out[4 * j + 3] = (uint8_t)h[j];
-    }
-}
-
-static size_t base64(const uint8_t *src, size_t n, char *dst) {
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)src[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)src[i + 1] << 8;
-        if (i + 2 < n)
-            v |= src[i + 2];
-        dst[o++] = tbl[(v >> 18) & 63];
-        dst[o++] = tbl[(v >> 12) & 63];
-        dst[o++] = i + 1 < n ? tbl[(v >> 6) & 63] : '=';
-        dst[o++] = i + 2 < n ? tbl[v & 63] : '=';
-    }
-    dst[o] = '\0';
-    return o;
-}
-
-/* ----------------------------------------------------------------- buffers */
-
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static void buf_reserve(struct buf *b, size_t extra) {
-    if (b->len + extra <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra)
-        cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p)
-        die("out of memory");
-    b->p = p;
-    b->cap = cap;
-}
-
-static void buf_append(struct buf *b, const void *data, size_t n) {
-    buf_reserve(b, n);
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-}
-
-static void buf_consume(struct buf *b, size_t n) {
-    if (n >= b->len) {
-        b->len = 0;
-        if (b->cap > 65536) { /* keep idle connections small */
-            free(b->p);
-            b->p = NULL;
-            b->cap = 0;
-        }
-        return;
-    }
-    memmove(b->p, b->p + n, b->len - n);
-    b->len -= n;
-}
-
-static void buf_free(struct buf *b) {
-    free(b->p);
-    *b = (struct buf){0};
-}
-
-/* --------------------------------------------------------------- histogram */
-
-/* Log-linear histogram of nanosecond values: exact below 256 ns, then 128
- * sub-buckets per power of two (relative error under 0.4%). */
-#define H_SUB_BITS 8
-#define H_HALF (1u << (H_SUB_BITS - 1))
-#define H_BUCKETS ((64 - H_SUB_BITS) * H_HALF + 2 * H_HALF)
-
-struct hist {
-    uint64_t count, sum, max;
-    uint64_t b[H_BUCKETS];
-};
-
-static unsigned h_index(uint64_t v) {
-    if (v < (1u << H_SUB_BITS))
-        return (unsigned)v;
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-    unsigned shift = msb - (H_SUB_BITS - 1);
-    return shift * H_HALF + (unsigned)(v >> shift);
-}
-
-static uint64_t h_value(unsigned idx) {
-    if (idx < (1u << H_SUB_BITS))
-        return idx;
-    unsigned shift = idx / H_HALF - 1;
-    uint64_t mant = idx - shift * H_HALF;
-    return (mant << shift) + (((uint64_t)1 << shift) - 1) / 2; /* bucket middle */
-}
-
-static void hist_add(struct hist *h, uint64_t v) {
-    h->b[h_index(v)]++;
-    h->count++;
-    h->sum += v;
-    if (v > h->max)
-        h->max = v;
-}
-
-static double hist_pct_ms(const struct hist *h, double pct) {
-    if (h->count == 0)
-        return 0.0;
-    uint64_t rank = (uint64_t)(pct / 100.0 * (double)h->count + 0.5);
-    if (rank < 1)
-        rank = 1;
-    uint64_t seen = 0;
-    for (unsigned i = 0; i < H_BUCKETS; i++) {
-        seen += h->b[i];
-        if (seen >= rank) {
-            uint64_t v = h_value(i);
-            return (double)(v < h->max ? v : h->max) / (double)NS_PER_MS;
-        }
-    }
-    return (double)h->max / (double)NS_PER_MS;
-}
-
-static void hist_json(FILE *f, const char *name, const struct hist *h) {
-    fprintf(f, "\"%s\":{\"count\":%" PRIu64, name, h->count);
-    if (h->count) {
-        fprintf(f, ",\"mean\":%.3f,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f",
-                (double)h->sum / (double)h->count / (double)NS_PER_MS, hist_pct_ms(h, 50), hist_pct_ms(h, 90),
-                hist_pct_ms(h, 99), hist_pct_ms(h, 99.9), (double)h->max / (double)NS_PER_MS);
-    }
-    fputc('}', f);
-}
-
 /* ------------------------------------------------------------- connections */
 
 struct conn {
@@ -412,7 +175,7 @@ struct conn {
     struct buf in;   /* bytes received but not parsed yet */
     struct buf out;  /* bytes not written yet */
     struct buf frag; /* a fragmented message being reassembled */
-    char accept[32]; /* the Sec-WebSocket-Accept value we expect */
+    char accept[WS_KEY_LEN]; /* the Sec-WebSocket-Accept value we expect */
 };
 
 /* What the publisher sent: indexed by sequence number (1-based). */
@@ -636,40 +399,10 @@ static bool conn_flush(struct conn *c) {
     return true;
 }
 
-/* Append one masked client frame (RFC 6455 5.2, 5.3). */
-static void ws_frame(struct conn *c, unsigned opcode, const void *data, size_t len) {
-    uint8_t head[14];
-    size_t h = 0;
-    head[h++] = (uint8_t)(0x80u | opcode);
-    if (len < 126) {
-        head[h++] = (uint8_t)(0x80u | len);
-    } else if (len < 65536) {
-        head[h++] = 0x80 | 126;
-        head[h++] = (uint8_t)(len >> 8);
-        head[h++] = (uint8_t)len;
-    } else {
-        head[h++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--)
-            head[h++] = (uint8_t)((uint64_t)len >> (8 * i));
-    }
-    uint32_t key32 = (uint32_t)rng_next();
-    uint8_t key[4];
-    memcpy(key, &key32, 4);
-    memcpy(head + h, key, 4);
-    h += 4;
-    buf_reserve(&c->out, h + len);
-    memcpy(c->out.p + c->out.len, head, h);
-    uint8_t *dst = (uint8_t *)c->out.p + c->out.len + h;
-    const uint8_t *src = data;
-    for (size_t i = 0; i < len; i++)
-        dst[i] = src[i] ^ key[i & 3];
-    c->out.len += h + len;
-}
-
 static void conn_failed(struct conn *c, const char *why);
 
 static void ws_send(struct conn *c, unsigned opcode, const void *data, size_t len) {
-    ws_frame(c, opcode, data, len);
+    ws_frame(&c->out, opcode, data, len);
     if (c == &pub_conn) {
         pub_dirty = true; /* coalesced: flushed once per loop iteration */
         return;
@@ -692,14 +425,8 @@ static void start_conn(struct conn *c, enum role role) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     *c = (struct conn){.fd = fd, .role = (uint8_t)role, .state = S_CONNECTING, .next_seq = 1, .t_start = mono_ns()};
 
-    uint8_t nonce[16];
-    random_bytes(nonce, sizeof nonce);
-    char key[32], concat[64];
-    base64(nonce, sizeof nonce, key);
-    int clen = snprintf(concat, sizeof concat, "%s%s", key, WS_GUID);
-    uint8_t digest[20];
-    sha1((const uint8_t *)concat, (size_t)clen, digest);
-    base64(digest, sizeof digest, c->accept);
+    char key[WS_KEY_LEN];
+    ws_new_key(key, c->accept);
 
     char req[1024];
     int n = snprintf(req, sizeof req,
@@ -1013,18 +740,7 @@ static size_t parse_upgrade(struct conn *c, char *p, size_t n) {
         conn_failed(c, why);
         return 0;
     }
-    bool accepted = false;
-    for (char *line = strstr(p, "\r\n"); line; line = strstr(line, "\r\n")) {
-        line += 2;
-        if (strncasecmp(line, "sec-websocket-accept:", 21) == 0) {
-            char *v = line + 21;
-            while (*v == ' ' || *v == '\t')
-                v++;
-            size_t vlen = strcspn(v, " \t\r");
-            accepted = vlen == strlen(c->accept) && memcmp(v, c->accept, vlen) == 0;
-        }
-    }
-    if (!accepted) {
+    if (!ws_accepted(p, c->accept)) {
         conn_failed(c, "bad Sec-WebSocket-Accept");
         return 0;
     }
@@ -1043,40 +759,17 @@ static size_t parse(struct conn *c, char *p, size_t n, uint64_t now) {
         else
             on_ready(c, now);
     }
-    while (c->fd >= 0 && n - off >= 2) {
-        uint8_t b0 = (uint8_t)p[off], b1 = (uint8_t)p[off + 1];
-        size_t head = 2;
-        uint64_t len = b1 & 0x7Fu;
-        if (len == 126) {
-            if (n - off < 4)
-                break;
-            len = (uint64_t)(uint8_t)p[off + 2] << 8 | (uint8_t)p[off + 3];
-            head = 4;
-        } else if (len == 127) {
-            if (n - off < 10)
-                break;
-            len = 0;
-            for (int i = 0; i < 8; i++)
-                len = len << 8 | (uint8_t)p[off + 2 + (size_t)i];
-            head = 10;
-        }
-        if (len > MAX_FRAME) {
+    while (c->fd >= 0) {
+        struct ws_frame_view f;
+        size_t used = ws_parse_frame(p + off, n - off, &f);
+        if (used == 0)
+            break;
+        if (used == WS_FRAME_TOO_LARGE) {
             conn_failed(c, "frame too large");
             break;
         }
-        bool masked = b1 & 0x80u; /* servers must not mask (5.1); tolerate it */
-        if (masked)
-            head += 4;
-        if (n - off < head + len)
-            break;
-        char *payload = p + off + head;
-        if (masked) {
-            const char *key = payload - 4;
-            for (size_t i = 0; i < len; i++)
-                payload[i] ^= key[i & 3];
-        }
-        off += head + (size_t)len;
-        on_frame(c, b0 & 0x80u, b0 & 0x0Fu, payload, (size_t)len, now);
+        off += used;
+        on_frame(c, f.fin, f.opcode, f.payload, f.len, now);
     }
     return off;
 }

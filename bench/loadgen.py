@@ -2,8 +2,9 @@
 Building and running the C load generator, ``loadgen.c``.
 
 The binary is built into ``bench/.build/`` (git-ignored) and rebuilt when the
-source is newer. Each run is one process whose stderr carries ``progress``
-lines (and ``ready`` in idle mode) and whose stdout carries one JSON object.
+source, or ``wsclient.h`` that it includes, is newer. Each run is one process
+whose stderr carries ``progress`` lines (and ``ready`` in idle mode) and whose
+stdout carries one JSON object.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ __all__ = ["BUILD_DIR", "Loadgen", "Result", "build"]
 
 SOURCE = Path(__file__).resolve().with_name("loadgen.c")
 BUILD_DIR = SOURCE.with_name(".build")
+HEADERS = (SOURCE.with_name("wsclient.h"),)
+"""What every C program here includes: a change to one rebuilds them all."""
 
 Result = dict[str, Any]
 """One load generator report, as documented in ``bench/README.md``."""
@@ -31,9 +34,10 @@ Result = dict[str, Any]
 
 def build(cc: str | None = None, source: Path = SOURCE) -> Path:
     """Compile ``source`` (``loadgen.c``; ``storm.c`` for ``bench.storm``) unless the
-    binary is newer; return the binary's path."""
+    binary is newer than it and than :data:`HEADERS`; return the binary's path."""
     binary = BUILD_DIR / source.stem
-    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+    newest = max(path.stat().st_mtime for path in (source, *HEADERS))
+    if binary.exists() and binary.stat().st_mtime >= newest:
         return binary
     BUILD_DIR.mkdir(exist_ok=True)
     argv = [

@@ -116,6 +116,79 @@ FIGURES: tuple[Figure, ...] = (
         shown_with="broker_cpu_s_per_million",
     ),
     Figure(
+        "serial_deliveries_per_s",
+        "deliveries/s, one message in flight (serial: no batching)",
+        "higher",
+        True,
+        _get("deliveries_per_s"),
+        "serial",
+        _si,
+    ),
+    Figure(
+        "serial_cpu_s_per_million",
+        "serial: server CPU s per million deliveries",
+        "lower",
+        True,
+        _get("server_cpu_s_per_million"),
+        "serial",
+        lambda v: f"{v:.2f}",
+    ),
+    Figure(
+        "serial_broker_cpu_s_per_million",
+        "serial: redis-server CPU s per million deliveries",
+        "lower",
+        True,
+        _get("broker_cpu_s_per_million"),
+        "serial",
+        lambda v: f"{v:.2f}",
+    ),
+    Figure(
+        "serial_total_cpu_s_per_million",
+        "serial: server + redis-server CPU s per million deliveries",
+        "lower",
+        True,
+        _get("total_cpu_s_per_million"),
+        "serial",
+        lambda v: f"{v:.2f}",
+        shown_with="serial_broker_cpu_s_per_million",
+    ),
+    Figure(
+        "serial_latency_p50_ms",
+        "serial: latency p50 ms",
+        "lower",
+        True,
+        _get("latency_ms", "p50"),
+        "serial",
+        _ms,
+    ),
+    Figure(
+        "serial_latency_p90_ms",
+        "serial: latency p90 ms",
+        "lower",
+        True,
+        _get("latency_ms", "p90"),
+        "serial",
+        _ms,
+    ),
+    Figure(
+        "serial_latency_p99_ms",
+        "serial: latency p99 ms",
+        "lower",
+        True,
+        _get("latency_ms", "p99"),
+        "serial",
+        _ms,
+    ),
+    Figure(
+        "serial_latency_max_ms",
+        "serial: latency max ms",
+        "lower",
+        True,
+        _get("latency_ms", "max"),
+        "serial",
+        _ms,
+    ),
+    Figure(
         "kib_per_idle_conn",
         "server RSS KiB per idle connection",
         "lower",
@@ -284,19 +357,22 @@ def write_json(document: dict[str, Any], path: Path) -> None:
 def render_chart(
     servers: dict[str, Entry], subscribers: list[str], table: dict[str, Any], path: Path
 ) -> None:
-    """Grouped bars, one panel per figure; needs matplotlib (Agg backend, no display)."""
+    """Grouped bars, one panel per figure measured; needs matplotlib (Agg backend, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = [name for name, entry in servers.items() if entry.get("available")]
-    cols = -(-len(FIGURES) // 2)
-    fig, axes = plt.subplots(2, cols, figsize=(4.4 * cols, 8.5))
+    shown = [f for f in FIGURES if any(table[f.shown_with or f.key].values())] or list(FIGURES)
+    cols = min(len(shown), 5)
+    rows = -(-len(shown) // cols)
+    height = 4.25 * rows
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, height), squeeze=False)
     bar = 0.8 / max(len(names), 1)
-    for ax in axes.flat[len(FIGURES):]:
+    for ax in axes.flat[len(shown):]:
         ax.set_visible(False)
-    for ax, figure in zip(axes.flat, FIGURES, strict=False):
+    for ax, figure in zip(axes.flat, shown, strict=False):
         columns = subscribers if figure.per_n else ["all"]
         for i, name in enumerate(names):
             cells = table[figure.key].get(name, {})
@@ -340,7 +416,7 @@ def render_chart(
     fig.suptitle(
         "Nucleus Stream benchmark: room broadcast, server on one core, load generator on the other"
     )
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.7 / height, 1, 1))  # 0.7 in at the bottom for the legend
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

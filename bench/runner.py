@@ -2,12 +2,13 @@
 The measurement plan and its execution against each server.
 
 Per server and subscriber count N: ``idle`` (RSS per connection), ``fanout``
-(deliveries/s at saturation, CPU per delivery) and ``latency`` (percentiles
-at a fixed rate); then ``handshakes`` (open, upgrade, close, again) and
-``opens`` (rounds of 1,000 connections opened, none closed until all are)
-once. A server may take part in some of these only (``ServerSpec.measures``:
-the ``--workers`` servers do handshakes), and ``--measures`` picks some for
-the whole run.
+(deliveries/s at saturation, CPU per delivery), ``serial`` (the same with one
+message in flight: each message is its own loop turn, nothing batches; rate,
+CPU per delivery and latency) and ``latency`` (percentiles at a fixed rate);
+then ``handshakes`` (open, upgrade, close, again) and ``opens`` (rounds of
+1,000 connections opened, none closed until all are) once. A server may take
+part in some of these only (``ServerSpec.measures``), and ``--measures``
+picks some for the whole run.
 In a full run every measurement gets a fresh server process, so one run's
 leftovers (queues, fragmented heaps) can't tilt the next; ``--smoke`` reuses
 one process per server to stay short.
@@ -30,7 +31,7 @@ from .errors import BrokerError, LoadgenFailed, ServerUnavailable
 from .loadgen import Loadgen, Result
 from .progress import Progress
 from .servers import MEASURES, SERVERS, ServerProcess, ServerSpec, prepare, shown_url
-from .system import core_busy, irq_time_accounting, stable_rss_kib
+from .system import core_busy, cpu_seconds, irq_time_accounting, open_sockets, stable_rss_kib
 
 __all__ = ["Plan", "run_plan"]
 
@@ -59,6 +60,42 @@ def _per_handshake(result: Result) -> Result:
     if result.get("handshakes") and "server_cpu_s" in result:
         result["server_cpu_us_per_handshake"] = result["server_cpu_s"] / result["handshakes"] * 1e6
     return result
+
+
+class _PerProcess:
+    """A server of several processes (``nucleus serve --workers``): each one's CPU time
+    over a load generator run (set-up and drain included) and the sockets it holds once
+    the measured window is under way, which show how the kernel spread the connections."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._pids = pids
+        self._cpu = {pid: self._cpu_s(pid) for pid in pids}
+        self._sockets: dict[int, int | None] = {}
+
+    @staticmethod
+    def _cpu_s(pid: int) -> float | None:
+        try:
+            return cpu_seconds(pid)
+        except OSError:  # it exited
+            return None
+
+    def on_progress(self, line: str) -> None:
+        """Count the sockets at the first progress line of the measured window."""
+        if self._sockets or not line.startswith("measure"):
+            return
+        for pid in self._pids:
+            try:
+                self._sockets[pid] = open_sockets(pid)
+            except OSError:
+                self._sockets[pid] = None
+
+    def report(self) -> list[dict[str, Any]]:
+        found = []
+        for pid in self._pids:
+            before, after = self._cpu[pid], self._cpu_s(pid)
+            cpu = round(after - before, 3) if before is not None and after is not None else None
+            found.append({"pid": pid, "run_cpu_s": cpu, "sockets": self._sockets.get(pid)})
+        return found
 
 
 @dataclass(frozen=True)
@@ -102,7 +139,7 @@ class Plan:
         """How many measurements ``spec`` takes (for the progress line)."""
         measures = self.measured(spec)
         per_n = ("idle" in measures) + self.repeat * (
-            ("fanout" in measures) + ("latency" in measures)
+            ("fanout" in measures) + ("serial" in measures) + ("latency" in measures)
         )
         once = ("handshakes" in measures) + ("opens" in measures)
         return len(self.subscribers) * per_n + self.repeat * once
@@ -156,7 +193,7 @@ class _ServerRun:
 
     def _measure_all(self) -> None:
         measures = self.plan.measured(self.spec)
-        if {"idle", "fanout", "latency"} & set(measures):
+        if {"idle", "fanout", "serial", "latency"} & set(measures):
             per_n: dict[str, Any] = {}
             self.entry["subscribers"] = per_n
             for n in self.plan.subscribers:
@@ -166,6 +203,10 @@ class _ServerRun:
                 if "fanout" in measures:
                     runs["fanout"] = self._repeated(
                         f"fanout N={n}", functools.partial(self._fanout, n=n), _deliveries_per_s
+                    )
+                if "serial" in measures:
+                    runs["serial"] = self._repeated(
+                        f"serial N={n}", functools.partial(self._serial, n=n), _deliveries_per_s
                     )
                 if "latency" in measures:
                     runs["latency"] = self._repeated(
@@ -291,14 +332,24 @@ class _ServerRun:
         options: Mapping[str, object],
         on_ready: Callable[[], None] | None = None,
     ) -> Result:
+        pids = server.pids()
+        per_process = _PerProcess(pids) if len(pids) > 1 and mode != "idle" else None
+
+        def on_progress(line: str) -> None:
+            if per_process is not None:
+                per_process.on_progress(line)
+            self.progress.detail(line)
+
         result = self.loadgen.run(
             mode,
             server.port,
             options,
             timeout=self._timeout(),
-            on_progress=self.progress.detail,
+            on_progress=on_progress,
             on_ready=on_ready,
         )
+        if per_process is not None:
+            result["processes"] = per_process.report()
         if server.broker_pids and mode != "idle":
             result["broker_other_clients"] = self._other_redis_clients(result)
         return result
@@ -336,10 +387,10 @@ class _ServerRun:
         )
         return result
 
-    def _fanout(self, server: ServerProcess, n: int) -> Result:
+    def _fanout(self, server: ServerProcess, n: int, window: int | None = None) -> Result:
         options = {
             **self._common(n),
-            "window": self.plan.window,
+            "window": window or self.plan.window,
             "warmup": self.plan.warmup,
             "warmup_max": self.plan.warmup_max,
             "duration": self.plan.duration,
@@ -357,6 +408,12 @@ class _ServerRun:
             if not self.spec.redis or "broker_cpu_s" in result:
                 result["total_cpu_s_per_million"] = (server_cpu + broker_cpu) / deliveries * 1e6
         return result
+
+    def _serial(self, server: ServerProcess, n: int) -> Result:
+        """Fan-out with one message in flight: the publisher sends the next only once
+        every subscriber has the last, so each is its own loop turn and nothing batches.
+        The load generator's fan-out mode records every delivery's latency too."""
+        return self._fanout(server, n, window=1)
 
     def _latency(self, server: ServerProcess, n: int) -> Result:
         options = {
@@ -419,7 +476,10 @@ class _ServerRun:
                     srv_core["softirq"] if softirq_apart else 0.0
                 )
                 other["server_core"] = max(srv_core["busy"] - server, 0.0)
-                if result.get("mode") == "fanout" and server < _SERVER_SATURATED:
+                # One message in flight (serial) leaves the server idle while the
+                # load generator reads, by design: not a saturation run.
+                saturating = result.get("mode") == "fanout" and result.get("window", 0) > 1
+                if saturating and server < _SERVER_SATURATED:
                     result["server_unsaturated"] = True
                     notes.append(f"server used only {server:.0%} of its core at 'saturation'")
             # redis-server is not pinned: whichever core it ran on, its time is

@@ -41,7 +41,7 @@ SERVERS_DIR = BENCH_DIR / "servers"
 NODE_DIR = SERVERS_DIR / "node"
 LOG_DIR = BUILD_DIR / "logs"
 
-MEASURES = ("idle", "fanout", "latency", "handshakes", "opens")
+MEASURES = ("idle", "fanout", "serial", "latency", "handshakes", "opens")
 """What the runner measures, in this order; ``ServerSpec.measures`` picks from it."""
 
 
@@ -89,7 +89,7 @@ def _nucleus_serve(workers: int) -> ServerSpec:
         python_modules=("nucleus.stream", "redis"),
         env={"PYTHONPATH": os.pathsep.join((_SRC, str(SERVERS_DIR))), **_QUIET},
         redis=True,
-        measures=("handshakes", "opens"),
+        measures=("fanout", "serial", "handshakes", "opens"),
         all_cores=True,
         serve_options=("--workers", "--backend"),
     )

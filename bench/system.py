@@ -31,6 +31,7 @@ __all__ = [
     "free_port",
     "irq_time_accounting",
     "machine_facts",
+    "open_sockets",
     "pinned",
     "process_start",
     "raise_nofile",
@@ -92,6 +93,15 @@ def descendants(pid: int) -> list[int]:
         found.append(child)
         todo += children.get(child, ())
     return sorted(found)
+
+
+def open_sockets(pid: int) -> int:
+    """How many sockets ``pid`` holds (its ``/proc/<pid>/fd`` links to ``socket:[...]``)."""
+    count = 0
+    for entry in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(entry).startswith("socket:")
+    return count
 
 
 def process_start(pid: int) -> int | None:

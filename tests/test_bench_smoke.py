@@ -32,10 +32,27 @@ async def run_smoke(out: Path, *args: str) -> tuple[int, dict[str, Any]]:
 def assert_every_delivery_checked(entry: dict[str, Any]) -> None:
     assert entry["available"], entry.get("error")
     for runs in entry["subscribers"].values():
-        for mode in ("fanout", "latency"):
+        for mode in ("fanout", "serial", "latency"):
             check = runs[mode]["check"]
             assert check["ok"] and check["missing"] == 0, (mode, check)
         assert runs["fanout"]["deliveries_per_s"] > 0
+
+
+def assert_serial_measured(result: dict[str, Any], name: str, n: int) -> None:
+    """One message in flight: every delivery checked, rate, CPU and latency reported."""
+    serial = result["servers"][name]["subscribers"][str(n)]["serial"]
+    assert serial["window"] == 1
+    check = serial["check"]
+    assert check["ok"] and check["drained"] and check["missing"] == 0, check
+    assert check["received"] == check["expected_deliveries"] == serial["messages_sent"] * n
+    # The window holds whole messages but for the one in flight at each edge.
+    assert abs(serial["deliveries"] - serial["messages_completed"] * n) <= 2 * n
+    assert serial["latency_ms"]["count"] == serial["deliveries"] > 0
+    figures = result["figures"]
+    for key in ("serial_deliveries_per_s", "serial_cpu_s_per_million",
+                "serial_latency_p50_ms", "serial_latency_p90_ms",
+                "serial_latency_p99_ms", "serial_latency_max_ms"):
+        assert figures[key][name][str(n)]["value"] > 0, key
 
 
 def assert_handshakes_measured(result: dict[str, Any], name: str) -> None:
@@ -57,6 +74,15 @@ async def test_bench_smoke_run_checks_every_delivery(tmp_path: Path) -> None:
     assert_every_delivery_checked(result["servers"]["nucleus"])
     for name in ("nucleus", "websockets"):
         assert_handshakes_measured(result, name)
+
+
+async def test_bench_smoke_run_of_the_serial_figures_only(tmp_path: Path) -> None:
+    _, result = await run_smoke(
+        tmp_path / "smoke.json", "--servers", "nucleus", "--require", "nucleus",
+        "--measures", "serial",
+    )
+    assert_serial_measured(result, "nucleus", 200)
+    assert set(result["servers"]["nucleus"]["subscribers"]["200"]) == {"serial"}
 
 
 async def test_bench_smoke_run_of_the_handshake_figures_only(tmp_path: Path) -> None:
@@ -85,3 +111,23 @@ async def test_bench_smoke_run_with_the_redis_backend(tmp_path: Path) -> None:
     finally:
         await client.aclose()
     assert left == []
+
+
+async def test_bench_smoke_run_of_two_workers_fanning_out_through_redis(tmp_path: Path) -> None:
+    require_redis()
+    _, result = await run_smoke(
+        tmp_path / "smoke.json", "--servers", "nucleus-workers-2", "--require", "nucleus-workers-2",
+        "--measures", "fanout,serial", "--duration", "2", "--redis", REDIS_URL,
+    )
+    entry = result["servers"]["nucleus-workers-2"]
+    assert_serial_measured(result, "nucleus-workers-2", 200)
+    for mode in ("fanout", "serial"):
+        run = entry["subscribers"]["200"][mode]
+        assert run["check"]["ok"] and run["check"]["missing"] == 0, run["check"]
+        # SO_REUSEPORT spread the 200 subscribers over both workers, and the CPU
+        # time counted is that of every process of the server.
+        workers = [p for p in run["processes"] if (p["sockets"] or 0) >= 50]
+        assert len(workers) == 2, run["processes"]
+        assert all(p["run_cpu_s"] > 0 for p in workers), run["processes"]
+        assert run["server_cpu_s"] > 0
+
