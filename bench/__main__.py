@@ -1,6 +1,9 @@
 """
 ``python -m bench``: build the load generator, measure every server, report.
 
+``python -m bench storm [...]`` runs the reconnect storm instead
+(``bench/storm.py``, also ``python -m bench.storm``).
+
 Exit status: 0 when every measurement that ran passed its checks, 1 when one
 failed (or a ``--require`` d server was not available), 2 on a setup error.
 """
@@ -67,6 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Room-broadcast benchmark: Nucleus Stream against peer WebSocket servers.",
+        epilog="python -m bench storm --help: the reconnect storm (issue 12).",
     )
     parser.add_argument(
         "--servers",
@@ -219,6 +223,11 @@ def _stop_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["storm"]:  # python -m bench storm ...: the reconnect storm (bench/storm.py)
+        from . import storm
+
+        return storm.main(argv[1:])
     args = parse_args(argv)
     plan = make_plan(args)
     out: Path = args.out or RESULTS / ("smoke.json" if plan.smoke else "latest.json")

@@ -1,5 +1,6 @@
 """
-``python -m bench.storm``: the reconnect storm of issue 12, against Nucleus Stream.
+``python -m bench storm`` (or ``python -m bench.storm``): the reconnect storm of
+issue 12, against Nucleus Stream.
 
 N ``nucleus.v1`` clients (the C load generator ``storm.c``), each subscribed
 to one of R rooms while a publisher keeps traffic flowing, are disrupted in
@@ -435,7 +436,7 @@ def run_scenario(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.storm",
+        prog="python -m bench storm",
         description="Reconnect storm (issue 12): every link cut at once, and a server restart.",
     )
     parser.add_argument("--clients", type=int, default=None, help="clients (19000; smoke 300)")

@@ -1,4 +1,4 @@
-"""The reconnect storm keeps working: `python -m bench.storm --smoke` (300 clients, 10 rooms).
+"""The reconnect storm keeps working: `python -m bench storm --smoke` (300 clients, 10 rooms).
 
 Not a timed test: it asserts the verdicts, not the times. After every link is
 cut, every client is back and has resumed with nothing lost or duplicated;
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 async def run_storm_smoke(out: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.storm", "--smoke", "--out", str(out),
+        sys.executable, "-m", "bench", "storm", "--smoke", "--out", str(out),
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     try:
