@@ -21,11 +21,19 @@ from nucleus.stream._redis_pipe import CommandPipe
 
 from .backends import REDIS_URL
 from .cluster import TcpProxy, host_port_db
-from .helpers import within
+from .helpers import eventually, within
 
 
 class Writes:
     """Connections made for a pipe, counting what is written on them."""
+
+    async def past(self, count: int) -> None:
+        """Wait until more than ``count`` writes were made (what was queued is written)."""
+
+        async def written() -> bool:
+            return self.writes > count
+
+        await eventually(written, what=f"write {count + 1}")
 
     def __init__(self, url: str) -> None:
         self.pool = aioredis.ConnectionPool.from_url(url, protocol=2, socket_timeout=None)
@@ -102,8 +110,9 @@ async def test_a_lost_connection_fails_every_call_written_on_it_then_reconnects(
     key = f"{redis_prefix}:n"
     await pipe.execute("SET", key, 0)
     proxy.stall()  # written, never answered: then the link is cut
+    before = writes.writes
     calls = [asyncio.ensure_future(pipe.execute("INCR", key)) for _ in range(20)]
-    await asyncio.sleep(0.05)
+    await writes.past(before)
     await proxy.stop()
     results = await within(asyncio.gather(*calls, return_exceptions=True))
     assert all(isinstance(result, RedisError | OSError) for result in results), results
@@ -124,8 +133,9 @@ async def test_a_call_unanswered_within_the_timeout_replaces_the_connection(
     key = f"{redis_prefix}:n"
     await pipe.execute("SET", key, 0)
     proxy.stall()  # a partition: bytes held back, no reset
+    before = writes.writes
     first = asyncio.ensure_future(pipe.execute("INCR", key))
-    await asyncio.sleep(0.1)
+    await writes.past(before)
     second = asyncio.ensure_future(pipe.execute("INCR", key))
     with pytest.raises(TimeoutError):
         await within(first)
@@ -141,12 +151,13 @@ async def test_a_caller_that_gives_up_leaves_the_others_their_own_replies(
     redis_prefix: str, proxy_to: Any, pipe_to: Callable[..., tuple[CommandPipe, Writes]],
 ) -> None:
     proxy, url = await proxied(proxy_to)
-    pipe, _ = pipe_to(url)
+    pipe, writes = pipe_to(url)
     key = f"{redis_prefix}:n"
     await pipe.execute("SET", key, 0)
     proxy.stall()
+    before = writes.writes
     calls = [asyncio.ensure_future(pipe.execute("INCR", key)) for _ in range(10)]
-    await asyncio.sleep(0.05)  # all written, none answered
+    await writes.past(before)  # all written (one write), none answered
     calls[3].cancel()
     proxy.resume()
     results = await within(asyncio.gather(*calls, return_exceptions=True))
@@ -158,9 +169,9 @@ async def test_a_caller_that_gives_up_leaves_the_others_their_own_replies(
 async def test_closing_fails_what_is_pending_and_refuses_more(
     pipe_to: Callable[..., tuple[CommandPipe, Writes]],
 ) -> None:
-    pipe, _ = pipe_to()
+    pipe, writes = pipe_to()
     blocked = asyncio.ensure_future(pipe.execute("BLPOP", "nucleus-test-pipe-never", 0))
-    await asyncio.sleep(0.05)
+    await writes.past(0)  # written: Redis holds it
     await within(pipe.aclose())
     await within(pipe.aclose())  # idempotent
     with pytest.raises(RedisError):

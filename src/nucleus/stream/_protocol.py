@@ -37,6 +37,7 @@ from ._errors import InvalidMessage
 from ._message import SocketMessage, Text
 
 __all__ = [
+    "Answer",
     "Encoded",
     "Event",
     "Message",
